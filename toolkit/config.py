@@ -1,0 +1,154 @@
+"""Typed config schemas and the hydra wiring that composes them.
+
+The top-level ``TrainConfig`` has one section per config group. Sections of registered kinds
+(``task``, ``model``, ``criterion``, ``optim``, ``lr_scheduler``) are chosen by name; their
+schemas are the dataclasses the registry stored in hydra's ConfigStore. The fixed sections
+(``common``, ``dataset``, ``optimization``, ``checkpoint``, ``plugins``) are typed here and
+have packaged YAML presets in ``toolkit/conf``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).parent / "conf"
+
+
+class ConfigError(ValueError):
+    """An invalid value in a run config."""
+
+
+@dataclass
+class CommonConfig:
+    seed: int = 1
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + dynamic loss scaling)
+    threads: Optional[int] = None  # torch intra-op threads; None keeps torch's default
+    log_interval: int = 50  # updates between training log lines
+    log_format: str = "auto"  # auto (bar on a terminal, lines otherwise) | tqdm | simple | none
+    tensorboard_dir: Optional[str] = "${checkpoint.save_dir}/tensorboard"  # null: off
+
+
+@dataclass
+class DatasetConfig:
+    max_tokens: int = 4096  # per batch, padding included (batch rows x longest side)
+    max_sentences: Optional[int] = None
+    max_positions: int = 256  # longer pairs are skipped (and counted) when loading
+    train_subset: str = "train"
+    valid_subset: str = "valid"
+    bucket_by_length: bool = True
+    num_workers: int = 1  # background threads collating batches ahead (0: none)
+
+
+@dataclass
+class OptimizationConfig:
+    max_epoch: int = 0  # 0: no limit
+    max_update: int = 0  # 0: no limit
+    clip_norm: float = 0.0  # 0: no clipping
+    update_freq: int = 1  # batches accumulated per update
+    validate_interval: int = 1  # epochs
+
+
+@dataclass
+class CheckpointConfig:
+    save_dir: str = "checkpoints"
+    keep_last_epochs: int = 3  # epoch checkpoints kept besides last and best (-1: all)
+    save_interval_updates: int = 0  # also save `last` every N updates (0: at epoch end only)
+    resume: bool = True  # continue from save_dir/checkpoint_last.pt when it exists
+    best_metric: str = "loss"  # a validation metric; lower is better unless maximize
+    maximize_best_metric: bool = False
+    no_save: bool = False
+
+
+@dataclass
+class PluginsConfig:
+    require: list[str] = field(default_factory=list)  # fail early unless these are loaded
+    block: list[str] = field(default_factory=list)  # unregister these for this run
+    options: dict[str, Any] = field(default_factory=dict)  # free-form settings per plugin
+
+
+@dataclass
+class TrainConfig:
+    task: Any = MISSING
+    model: Any = MISSING
+    criterion: Any = MISSING
+    optim: Any = MISSING
+    lr_scheduler: Any = MISSING
+    common: CommonConfig = field(default_factory=CommonConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
+
+
+_FIXED_SECTIONS = {
+    "common": CommonConfig,
+    "dataset": DatasetConfig,
+    "optimization": OptimizationConfig,
+    "checkpoint": CheckpointConfig,
+    "plugins": PluginsConfig,
+}
+
+
+def register_schemas() -> None:
+    """Store the top-level and fixed-section schemas that the packaged YAML files extend."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    for group, schema in _FIXED_SECTIONS.items():
+        store.store(group=group, name=f"{group}_schema", node=schema)
+
+
+def compose_train_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    """Compose the packaged training config with command-line style overrides.
+
+    The same composition ``toolkit-train`` does, for tests and notebooks.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from toolkit.plugins import get_plugins
+
+    get_plugins()  # registers every component's schema first
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name=config_name, overrides=list(overrides or []))
+    return cfg
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Reject values that would only fail (or silently misbehave) later in a run."""
+    problems = []
+    if cfg.optim.get("lr", 1.0) <= 0:
+        problems.append(f"optim.lr must be positive, got {cfg.optim.lr}")
+    if cfg.dataset.max_tokens <= 0:
+        problems.append(f"dataset.max_tokens must be positive, got {cfg.dataset.max_tokens}")
+    elif cfg.dataset.max_tokens < cfg.dataset.max_positions + 1:
+        problems.append(
+            f"dataset.max_tokens={cfg.dataset.max_tokens} is smaller than the longest allowed pair "
+            f"(dataset.max_positions={cfg.dataset.max_positions} tokens + end of sentence): such "
+            f"pairs could never be batched; raise max_tokens or lower max_positions"
+        )
+    if cfg.optimization.update_freq < 1:
+        problems.append(f"optimization.update_freq must be >= 1, got {cfg.optimization.update_freq}")
+    if cfg.optimization.clip_norm < 0:
+        problems.append(f"optimization.clip_norm must be >= 0, got {cfg.optimization.clip_norm}")
+    if cfg.common.precision not in ("fp32", "bf16", "fp16"):
+        problems.append(f"common.precision must be fp32, bf16 or fp16, got {cfg.common.precision!r}")
+    if cfg.common.log_format not in ("auto", "tqdm", "simple", "none"):
+        problems.append(f"common.log_format must be auto, tqdm, simple or none, got {cfg.common.log_format!r}")
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    os.replace(tmp, path)

@@ -1,0 +1,158 @@
+"""Plain text folder -> tokenizer(s) + binarized splits, rebuilt only when stale.
+
+Input: ``DATA/{split}.{lang}`` text files, one sentence per line. Output in ``DESTDIR``:
+``tokenizer.{src,tgt}.pt`` (the same model twice for a joint vocabulary),
+``{split}.{lang}.bin/.idx`` and ``manifest.json``, written last: it records the inputs'
+checksums and the settings, so a change to either (or an interrupted run) triggers a rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from toolkit.data.indexed_dataset import write_indexed
+from toolkit.data.tokenizer import PretokenizedTokenizer, SentencePieceTokenizer, Tokenizer, tokenizer_from_state_dict
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class DataError(ValueError):
+    """Missing or malformed input data."""
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    source_lang: str
+    target_lang: str
+    splits: tuple[str, ...]
+    tokenizer: str  # sentencepiece | pretokenized
+    vocab_size: int
+    joint_vocab: bool
+    spm_model_type: str
+    character_coverage: float
+    min_count: int
+    seed: int
+
+
+def read_lines(path: Path) -> list[str]:
+    with open(path, encoding="utf-8", newline="\n") as f:
+        return [line.rstrip("\n").rstrip("\r") for line in f]
+
+
+def split_files(data: Path, settings: PreprocessSettings) -> dict[str, tuple[Path, Path]]:
+    """``{split: (source_file, target_file)}``; train must exist, other splits are optional."""
+    if not data.is_dir():
+        raise DataError(f"data folder {data} does not exist")
+    found = {}
+    for split in settings.splits:
+        src, tgt = (data / f"{split}.{lang}" for lang in (settings.source_lang, settings.target_lang))
+        if not src.exists() and not tgt.exists() and split != "train":
+            logger.info("no %s split in %s", split, data)
+            continue
+        for path in (src, tgt):
+            if not path.exists():
+                raise DataError(f"missing data file {path} (expected {split}.{settings.source_lang} "
+                                f"and {split}.{settings.target_lang} in {data})")
+        found[split] = (src, tgt)
+    return found
+
+
+def is_up_to_date(destdir: Path, data: Path, settings: PreprocessSettings) -> bool:
+    manifest = destdir / MANIFEST
+    if not manifest.exists():
+        return False
+    try:
+        return json.loads(manifest.read_text()) == _manifest(data, settings)
+    except (json.JSONDecodeError, OSError, DataError):
+        return False
+
+
+def preprocess(data: str | os.PathLike, destdir: str | os.PathLike, settings: PreprocessSettings) -> Path:
+    """Train the tokenizer(s) on train and binarize every split, unless already up to date."""
+    data, destdir = Path(data), Path(destdir)
+    if is_up_to_date(destdir, data, settings):
+        logger.info("binarized data in %s is up to date", destdir)
+        return destdir
+    files = split_files(data, settings)
+    texts = {}
+    for split, (src_path, tgt_path) in files.items():
+        src, tgt = read_lines(src_path), read_lines(tgt_path)
+        if len(src) != len(tgt):
+            raise DataError(f"{split}: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
+                            f"a parallel corpus needs the same number of lines on both sides")
+        texts[split] = (src, tgt)
+    destdir.mkdir(parents=True, exist_ok=True)
+    (destdir / MANIFEST).unlink(missing_ok=True)  # stale until the last file is written
+    logger.info("training %s tokenizer(s) on %s (%d pairs)", settings.tokenizer, data, len(texts["train"][0]))
+    tokenizers = _train_tokenizers(texts["train"], settings)
+    for side, tokenizer in zip(("src", "tgt"), tokenizers):
+        _save_atomic(tokenizer.state_dict(), destdir / f"tokenizer.{side}.pt")
+    for split, sides in texts.items():
+        for lang, lines, tokenizer in zip((settings.source_lang, settings.target_lang), sides, tokenizers):
+            ids = tokenizer.encode(lines)
+            write_indexed(destdir / f"{split}.{lang}", ids, len(tokenizer.dictionary))
+            unk = sum(seq.count(tokenizer.dictionary.unk) for seq in ids)
+            total = max(1, sum(len(seq) for seq in ids))
+            logger.info("binarized %s.%s: %d lines, %d tokens, %.2f%% unknown", split, lang,
+                        len(ids), total, 100 * unk / total)
+    tmp = destdir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(_manifest(data, settings), indent=1))
+    os.replace(tmp, destdir / MANIFEST)
+    return destdir
+
+
+def load_tokenizers(destdir: str | os.PathLike) -> tuple[Tokenizer, Tokenizer]:
+    destdir = Path(destdir)
+    return tuple(  # type: ignore[return-value]
+        tokenizer_from_state_dict(torch.load(destdir / f"tokenizer.{side}.pt", weights_only=True))
+        for side in ("src", "tgt")
+    )
+
+
+def _train_tokenizers(train: tuple[list[str], list[str]], s: PreprocessSettings) -> tuple[Tokenizer, Tokenizer]:
+    def fit(lines: list[str]) -> Tokenizer:
+        if s.tokenizer == "sentencepiece":
+            return SentencePieceTokenizer.train(
+                (line for line in lines if line.strip()), s.vocab_size, s.spm_model_type,
+                s.character_coverage, seed=s.seed)
+        if s.tokenizer == "pretokenized":
+            return PretokenizedTokenizer.train(lines, s.vocab_size, s.min_count)
+        raise DataError(f"unknown tokenizer {s.tokenizer!r}: use sentencepiece or pretokenized")
+
+    if s.joint_vocab:
+        joint = fit(train[0] + train[1])
+        return joint, joint
+    return fit(train[0]), fit(train[1])
+
+
+def _manifest(data: Path, settings: PreprocessSettings) -> dict:
+    files = split_files(data, settings)
+    return {
+        "format": FORMAT_VERSION,
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(settings).items()},
+        "inputs": {p.name: _sha256(p) for pair in files.values() for p in pair},
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _save_atomic(obj: object, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

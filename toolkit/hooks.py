@@ -1,0 +1,97 @@
+"""Every hook of toolkit, in one module.
+
+A plugin is a module (or object) with functions marked by ``toolkit.hookimpl`` whose names
+are the hook names below; it is discovered through the ``toolkit.plugins`` entry-point group.
+Plugins may accept any subset of a hook's arguments, by name.
+
+Calling conventions: hooks without ``firstresult`` call every implementation and return the
+list of their non-``None`` results; ``firstresult`` hooks stop at the first non-``None`` one.
+Implementations marked ``@hookimpl(wrapper=True)`` wrap the others (``result = yield``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+    from omegaconf import DictConfig
+
+    from toolkit.criterions.base import Criterion
+    from toolkit.models.base import EncoderDecoderModel
+    from toolkit.registry import Registries
+    from toolkit.training.trainer import Trainer
+
+PROJECT = "toolkit"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def toolkit_register(registries: Registries) -> None:
+    """Add components: tasks, models, architectures, criterions, optimizers, schedulers.
+
+    Called once per plugin when the plugin manager starts, before any config is composed, so
+    every registered config is selectable on the command line (``criterion=NAME``).
+
+    :param registries: the session's registries; use ``registries.model.register(name, Cfg)``
+        as a class decorator, or ``registries.register_architecture(model, arch)``.
+    """
+
+
+@hookspec
+def toolkit_modify_model(model: EncoderDecoderModel, cfg: DictConfig) -> None:
+    """Change a freshly built model in place (wrap layers, add heads, attach noise).
+
+    Called after the task builds the model and before its weights are loaded from a
+    checkpoint, in training and in generation alike, so added parameters are restored too.
+
+    :param model: the model the task built.
+    :param cfg: the whole run config (plugin settings live under ``cfg.plugins.options``).
+    """
+
+
+@hookspec(firstresult=True)
+def toolkit_train_step(
+    model: EncoderDecoderModel, criterion: Criterion, sample: dict[str, Any], trainer: Trainer
+) -> tuple[torch.Tensor, float, dict[str, float]] | None:
+    """Compute the training loss of one batch (forward only; the trainer runs backward).
+
+    The core implements it as ``criterion(model, sample)`` and is called last. Wrap it with
+    ``@hookimpl(wrapper=True)`` to add work around it, e.g. a teacher's forward pass that puts
+    soft targets into ``sample`` for a distillation criterion.
+
+    :param model: the model in training mode (inside autocast when mixed precision is on).
+    :param criterion: the run's criterion.
+    :param sample: the batch: ``net_input`` (``src_tokens`` (B, S), ``src_lengths`` (B,),
+        ``prev_output_tokens`` (B, T)), ``target`` (B, T), ``ntokens``, ``nsentences``.
+    :param trainer: the trainer (its ``num_updates``, ``cfg``, ``task``).
+    :return: ``(loss, sample_size, logging_output)``; the gradient is of ``loss / sample_size``.
+    """
+
+
+@hookspec
+def toolkit_checkpoint_state(trainer: Trainer) -> dict[str, Any] | None:
+    """Plugin state to save in a checkpoint, as ``{plugin_name: state}``.
+
+    State must be tensors and plain containers (it is loaded with ``weights_only=True``).
+    """
+
+
+@hookspec
+def toolkit_load_checkpoint_state(state: dict[str, Any], trainer: Trainer | None) -> None:
+    """Restore what ``toolkit_checkpoint_state`` saved; ``state`` holds every plugin's entry.
+
+    :param trainer: ``None`` when a checkpoint is loaded for inference only.
+    """
+
+
+@hookspec
+def toolkit_on_epoch_end(trainer: Trainer, epoch: int, valid_stats: dict[str, float]) -> None:
+    """Called after each epoch's validation, before checkpoints are written.
+
+    :param valid_stats: validation metrics (``loss``, ``nll_loss``, ``ppl``, ...); a plugin
+        may add entries (they are logged and may serve as ``checkpoint.best_metric``).
+    """

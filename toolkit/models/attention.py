@@ -1,0 +1,64 @@
+"""Multi-head attention on ``torch.nn.functional.scaled_dot_product_attention``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MultiheadAttention(nn.Module):
+    """Self-attention with one fused QKV projection, or cross-attention with a fused KV one.
+
+    :param dim: query (and output) width.
+    :param heads: number of heads; ``dim`` must divide by it.
+    :param kv_dim: key/value input width for cross-attention (``None``: self-attention).
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, kv_dim: int | None = None):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention width {dim} does not divide into {heads} heads")
+        self.heads, self.head_dim, self.dropout = heads, dim // heads, dropout
+        self.self_attention = kv_dim is None
+        if self.self_attention:
+            self.qkv_proj = nn.Linear(dim, 3 * dim)
+        else:
+            self.q_proj = nn.Linear(dim, dim)
+            self.kv_proj = nn.Linear(kv_dim, 2 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def _split_heads(self, x: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
+        batch, length, _ = x.shape
+        x = x.view(batch, length, parts, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return x.unbind(0)  # parts x (B, H, L, hd)
+
+    def forward(self, query: torch.Tensor, key_value: torch.Tensor | None = None,
+                key_padding_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        """Attend from ``query`` (B, T, C) to ``key_value`` (B, S, C_kv), or to itself.
+
+        :param key_padding_mask: (B, S) True where the key is padding.
+        :param causal: position t attends only to positions <= t (self-attention).
+        :return: (B, T, C)
+        """
+        if self.self_attention:
+            q, k, v = self._split_heads(self.qkv_proj(query), 3)
+        else:
+            (q,) = self._split_heads(self.q_proj(query), 1)
+            k, v = self._split_heads(self.kv_proj(key_value), 2)
+        mask = None
+        if key_padding_mask is not None:
+            mask = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, S) True = may attend
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # (B, H, T, hd)
+        batch, _, length, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))

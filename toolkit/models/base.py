@@ -1,0 +1,47 @@
+"""The encoder-decoder interface every model implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class EncoderOutput:
+    states: torch.Tensor  # (B, S, C_enc)
+    padding_mask: torch.Tensor  # (B, S) True at padding
+
+
+@dataclass
+class DecoderOutput:
+    logits: torch.Tensor  # (B, T, V) from the last block
+    hidden_states: list[torch.Tensor] = field(default_factory=list)  # per block, (B, T, C_dec)
+
+
+class EncoderDecoderModel(nn.Module):
+    """An encoder and a decoder; ``forward`` is teacher-forced training.
+
+    Decoders expose every block's hidden state (``return_all_hiddens``) and ``project`` any of
+    them onto the vocabulary, so plugins can read or exit at intermediate blocks.
+    """
+
+    encoder: nn.Module
+    decoder: nn.Module
+
+    def forward(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor,
+                prev_output_tokens: torch.Tensor, return_all_hiddens: bool = False) -> DecoderOutput:
+        encoder_out = self.encoder(src_tokens, src_lengths)
+        return self.decoder(prev_output_tokens, encoder_out, return_all_hiddens=return_all_hiddens)
+
+    @staticmethod
+    def log_probs(logits: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(logits.float(), dim=-1)
+
+    def max_positions(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

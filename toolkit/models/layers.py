@@ -1,0 +1,124 @@
+"""Transformer blocks (post-norm as in Vaswani et al., or pre-norm) and embeddings."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from toolkit.models.attention import MultiheadAttention
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, activation: str, activation_dropout: float):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.activation, self.dropout = ACTIVATIONS[activation], nn.Dropout(activation_dropout)
+        for fc in (self.fc1, self.fc2):
+            nn.init.xavier_uniform_(fc.weight)
+            nn.init.zeros_(fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(self.activation(self.fc1(x))))
+
+
+class Residual(nn.Module):
+    """``x + dropout(f(norm(x)))`` (pre-norm) or ``norm(x + dropout(f(x)))`` (post-norm)."""
+
+    def __init__(self, dim: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.norm, self.dropout, self.pre_norm = nn.LayerNorm(dim), nn.Dropout(dropout), pre_norm
+
+    def forward(self, x: torch.Tensor, sublayer) -> torch.Tensor:
+        if self.pre_norm:
+            return x + self.dropout(sublayer(self.norm(x)))
+        return self.norm(x + self.dropout(sublayer(x)))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, dim: int, ffn_dim: int, heads: int, dropout: float, attention_dropout: float,
+                 activation_dropout: float, activation: str, pre_norm: bool):
+        super().__init__()
+        self.self_attn = MultiheadAttention(dim, heads, attention_dropout)
+        self.ffn = FeedForward(dim, ffn_dim, activation, activation_dropout)
+        self.attn_block = Residual(dim, dropout, pre_norm)
+        self.ffn_block = Residual(dim, dropout, pre_norm)
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        """x: (B, S, C); padding_mask: (B, S) True at padding."""
+        x = self.attn_block(x, lambda h: self.self_attn(h, key_padding_mask=padding_mask))
+        return self.ffn_block(x, self.ffn)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, dim: int, ffn_dim: int, heads: int, encoder_dim: int, dropout: float,
+                 attention_dropout: float, activation_dropout: float, activation: str, pre_norm: bool):
+        super().__init__()
+        self.self_attn = MultiheadAttention(dim, heads, attention_dropout)
+        self.cross_attn = MultiheadAttention(dim, heads, attention_dropout, kv_dim=encoder_dim)
+        self.ffn = FeedForward(dim, ffn_dim, activation, activation_dropout)
+        self.self_attn_block = Residual(dim, dropout, pre_norm)
+        self.cross_attn_block = Residual(dim, dropout, pre_norm)
+        self.ffn_block = Residual(dim, dropout, pre_norm)
+
+    def forward(self, x: torch.Tensor, encoder_states: torch.Tensor,
+                encoder_padding_mask: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, C); encoder_states: (B, S, C_enc); encoder_padding_mask: (B, S).
+
+        Target padding sits right of every real token, so the causal mask alone keeps real
+        positions from seeing it.
+        """
+        x = self.self_attn_block(x, lambda h: self.self_attn(h, causal=True))
+        x = self.cross_attn_block(
+            x, lambda h: self.cross_attn(h, encoder_states, key_padding_mask=encoder_padding_mask))
+        return self.ffn_block(x, self.ffn)
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sin/cos position encodings (Vaswani et al.), computed once up to ``max_positions``."""
+
+    def __init__(self, dim: int, max_positions: int):
+        super().__init__()
+        half = dim // 2
+        freqs = torch.exp(torch.arange(half, dtype=torch.float) * -(math.log(10000.0) / max(1, half - 1)))
+        angles = torch.arange(max_positions, dtype=torch.float)[:, None] * freqs[None, :]
+        table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)  # (P, 2*half)
+        if dim % 2:
+            table = F.pad(table, (0, 1))
+        self.register_buffer("table", table, persistent=False)
+
+    def forward(self, length: int) -> torch.Tensor:
+        if length > self.table.size(0):
+            raise ValueError(f"sequence of {length} tokens is longer than the model's "
+                             f"{self.table.size(0)} positions")
+        return self.table[:length]  # (T, C)
+
+
+class TokenEmbedding(nn.Module):
+    """Scaled token embeddings plus positions, then dropout."""
+
+    def __init__(self, embed_tokens: nn.Embedding, max_positions: int, dropout: float, scale: bool):
+        super().__init__()
+        dim = embed_tokens.embedding_dim
+        self.embed_tokens = embed_tokens
+        self.positions = SinusoidalPositions(dim, max_positions)
+        self.scale = math.sqrt(dim) if scale else 1.0
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: (B, L) -> (B, L, C)"""
+        x = self.embed_tokens(tokens) * self.scale + self.positions(tokens.size(1))
+        return self.dropout(x)
+
+
+def build_embedding(num_embeddings: int, dim: int, padding_idx: int) -> nn.Embedding:
+    embedding = nn.Embedding(num_embeddings, dim, padding_idx=padding_idx)
+    nn.init.normal_(embedding.weight, mean=0, std=dim**-0.5)
+    nn.init.zeros_(embedding.weight[padding_idx])
+    return embedding

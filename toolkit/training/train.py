@@ -1,0 +1,194 @@
+"""``train(cfg)``: the whole training run, top to bottom, free of hydra so tests call it."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import toolkit
+from toolkit.config import save_config, validate_train_config
+from toolkit.plugins import PluginSession, get_plugins
+from toolkit.training.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
+from toolkit.training.progress import Meter, Reporter, summarize
+from toolkit.training.trainer import Trainer
+
+logger = logging.getLogger("toolkit.train")
+
+
+def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, Any]:
+    """Train as ``cfg`` says, resuming from ``checkpoint_last.pt`` when there is one.
+
+    :return: ``{"num_updates", "epoch", "train_losses" (per update), "valid" (per epoch),
+        "interrupted", "save_dir"}``.
+    """
+    validate_train_config(cfg)
+    plugins = plugins or get_plugins()
+    plugins.require(cfg.plugins.require, why="the config (plugins.require)")
+    plugins.block(cfg.plugins.block)
+    if cfg.common.threads:
+        torch.set_num_threads(cfg.common.threads)
+    torch.manual_seed(cfg.common.seed)
+    save_dir = Path(cfg.checkpoint.save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+
+    task = plugins.registries.task.build(cfg.task, cfg)
+    task.prepare()
+    model = task.build_model(plugins.registries, cfg.model)
+    plugins.hook.toolkit_modify_model(model=model, cfg=cfg)
+    criterion = task.build_criterion(plugins.registries, cfg.criterion)
+    trainer = Trainer(cfg, task, model, criterion, plugins)
+    logger.info("model %s: %d parameters; criterion %s; %s on %s", cfg.model.get("arch") or cfg.model._name,
+                sum(p.numel() for p in model.parameters()), cfg.criterion._name, cfg.common.precision,
+                trainer.device)
+
+    max_positions = min(cfg.dataset.max_positions, *model.max_positions())
+    train_itr = task.batch_iterator(task.load_dataset(cfg.dataset.train_subset, max_positions), train=True)
+    valid_data = task.load_dataset(cfg.dataset.valid_subset, max_positions)
+    checkpoints = CheckpointManager(save_dir, cfg.checkpoint.keep_last_epochs, cfg.checkpoint.maximize_best_metric)
+    if cfg.checkpoint.resume and checkpoints.last_path.exists():
+        _resume(checkpoints, trainer, train_itr, plugins)
+    save_config(cfg, save_dir / "config.yaml")
+
+    opt, reporter = cfg.optimization, Reporter(cfg.common.log_format, cfg.common.tensorboard_dir)
+    history: dict[str, Any] = {"train_losses": [], "valid": [], "interrupted": False, "save_dir": str(save_dir)}
+
+    def save(end_of_epoch: bool, valid_stats: dict[str, float] | None = None) -> None:
+        if cfg.checkpoint.no_save:
+            return
+        metric = valid_stats.get(cfg.checkpoint.best_metric) if valid_stats else None
+        epoch = train_itr.epoch - 1 if end_of_epoch else None
+        written = checkpoints.save(_checkpoint_state(cfg, trainer, train_itr, plugins), epoch, metric)
+        logger.info("saved %s (update %d)", ", ".join(p.name for p in written), trainer.num_updates)
+
+    def done() -> bool:
+        return bool(opt.max_update and trainer.num_updates >= opt.max_update) or bool(
+            opt.max_epoch and train_itr.epoch > opt.max_epoch)
+
+    with _stop_on_signals() as stop:
+        while not done():
+            epoch, meter, window = train_itr.epoch, Meter(), Meter()
+            batches = reporter.iterate(train_itr.next_epoch_itr(), len(train_itr), epoch)
+            for samples in _groups(batches, opt.update_freq):
+                logging_output = trainer.train_step(samples)
+                if logging_output is not None:
+                    meter.add(logging_output)
+                    window.add(logging_output)
+                    history["train_losses"].append(float(logging_output["loss"]) / logging_output["ntokens"])
+                if cfg.common.log_interval and trainer.num_updates % cfg.common.log_interval == 0 and window.count:
+                    reporter.log("train_inner", _with_progress(summarize(window, criterion.reduce_metrics),
+                                                               epoch, trainer), trainer.num_updates)
+                    window.reset()
+                if stop.is_set() or (opt.max_update and trainer.num_updates >= opt.max_update):
+                    break
+                if cfg.checkpoint.save_interval_updates and trainer.num_updates % cfg.checkpoint.save_interval_updates == 0:
+                    save(end_of_epoch=False)
+            if stop.is_set():
+                logger.warning("stopping on signal %s at update %d", stop.signal, trainer.num_updates)
+                save(end_of_epoch=False)
+                history["interrupted"] = True
+                break
+            end_of_epoch = train_itr.end_of_epoch()
+            reporter.log("train", _with_progress(summarize(meter, criterion.reduce_metrics), epoch, trainer),
+                         trainer.num_updates)
+            valid_stats = None
+            if end_of_epoch and epoch % opt.validate_interval == 0 or done():
+                valid_stats = validate(trainer, task, valid_data)
+                plugins.hook.toolkit_on_epoch_end(trainer=trainer, epoch=epoch, valid_stats=valid_stats)
+                reporter.log("valid", _with_progress(valid_stats, epoch, trainer), trainer.num_updates)
+                history["valid"].append(valid_stats)
+            save(end_of_epoch=end_of_epoch, valid_stats=valid_stats)
+    reporter.close()
+    logger.info("done training: %d updates, epoch %d", trainer.num_updates, train_itr.epoch - 1)
+    history.update(num_updates=trainer.num_updates, epoch=train_itr.epoch - 1)
+    return history
+
+
+def validate(trainer: Trainer, task, dataset) -> dict[str, float]:
+    """Loss, nll and perplexity on a whole split."""
+    meter = Meter()
+    for sample in task.batch_iterator(dataset, train=False).next_epoch_itr():
+        meter.add(trainer.valid_step(sample))
+    return trainer.criterion.reduce_metrics(meter.totals())
+
+
+def _checkpoint_state(cfg: DictConfig, trainer: Trainer, train_itr, plugins: PluginSession) -> dict[str, Any]:
+    plugin_state: dict[str, Any] = {}
+    for result in plugins.hook.toolkit_checkpoint_state(trainer=trainer):
+        plugin_state.update(result)
+    return {
+        **trainer.state_dict(),
+        "cfg": OmegaConf.to_container(cfg, resolve=True),
+        "task": trainer.task.state_dict(),
+        "iterator": train_itr.state_dict(),
+        "rng": rng_state(),
+        "plugins": {"versions": plugins.external(), "providers": plugins.registries.providers(cfg)},
+        "plugin_state": plugin_state,
+        "toolkit_version": toolkit.__version__,
+    }
+
+
+def check_plugins(state: dict[str, Any], plugins: PluginSession, path: Path) -> None:
+    """Fail naming the plugins that built a checkpoint's components and are not loaded."""
+    recorded = state.get("plugins", {})
+    plugins.require(sorted(set(recorded.get("providers", {}).values())), why=f"checkpoint {path}")
+    for name, version in recorded.get("versions", {}).items():
+        if name not in plugins.loaded():
+            logger.warning("checkpoint %s was written with plugin %s %s, which is not loaded", path, name, version)
+
+
+def _resume(checkpoints: CheckpointManager, trainer: Trainer, train_itr, plugins: PluginSession) -> None:
+    path = checkpoints.last_path
+    state = load_checkpoint(path)
+    check_plugins(state, plugins, path)
+    trainer.load_state_dict(state)
+    train_itr.load_state_dict(state["iterator"])
+    plugins.hook.toolkit_load_checkpoint_state(state=state.get("plugin_state", {}), trainer=trainer)
+    set_rng_state(state["rng"])
+    checkpoints.best = state.get("best_metric")
+    logger.info("resumed from %s: update %d, epoch %d, batch %d", path, trainer.num_updates,
+                train_itr.epoch, train_itr.iterations_in_epoch)
+
+
+def _with_progress(stats: dict[str, float], epoch: int, trainer: Trainer) -> dict[str, float]:
+    return {"epoch": epoch, "num_updates": trainer.num_updates, **stats}
+
+
+def _groups(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    group = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set an event the loop checks after each update (a second one aborts)."""
+    stop = threading.Event()
+    stop.signal = None  # type: ignore[attr-defined]
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.signal = signal.Signals(signum).name  # type: ignore[attr-defined]
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

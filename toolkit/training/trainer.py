@@ -1,0 +1,123 @@
+"""One optimizer update at a time: forward/backward over accumulated batches, mixed
+precision, gradient normalization and clipping, the optimizer and schedule steps."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from toolkit.plugins import PluginSession
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def move_to(sample: Any, device: torch.device) -> Any:
+    if isinstance(sample, torch.Tensor):
+        return sample.to(device, non_blocking=True)
+    if isinstance(sample, dict):
+        return {k: move_to(v, device) for k, v in sample.items()}
+    return sample
+
+
+class Trainer:
+    """Owns model, criterion, optimizer, schedule and loss scaler, and their saved state."""
+
+    def __init__(self, cfg: DictConfig, task, model: torch.nn.Module, criterion: torch.nn.Module,
+                 plugins: PluginSession):
+        self.cfg, self.task, self.plugins = cfg, task, plugins
+        self.device = resolve_device(cfg.common.device)
+        self.model, self.criterion = model.to(self.device), criterion.to(self.device)
+        self.precision = cfg.common.precision
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = plugins.registries.optimizer.build(cfg.optim, params)
+        self.lr_scheduler = plugins.registries.lr_scheduler.build(cfg.lr_scheduler, self.optimizer)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.num_updates = 0
+        self.skipped_updates = 0  # fp16 steps dropped because gradients overflowed
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def train_step(self, samples: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """One update from ``samples`` (``update_freq`` batches); ``None`` if it was skipped.
+
+        Returns summed logging outputs plus ``grad_norm`` and ``lr``.
+        """
+        self.model.train()
+        self.criterion.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, Any] = {}
+        sample_size = 0.0
+        for sample in samples:
+            sample = move_to(sample, self.device)
+            with self.autocast():
+                loss, size, logging_output = self.plugins.hook.toolkit_train_step(
+                    model=self.model, criterion=self.criterion, sample=sample, trainer=self)
+            self.scaler.scale(loss).backward()
+            sample_size += size
+            for key, value in logging_output.items():
+                totals[key] = totals.get(key, 0) + value
+        self.scaler.unscale_(self.optimizer)
+        params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch._foreach_mul_([p.grad for p in params], 1.0 / max(sample_size, 1.0))
+        clip = self.cfg.optimization.clip_norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+        if self.precision == "fp16":
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)  # skips the step when gradients are not finite
+            self.scaler.update()
+            if self.scaler.get_scale() < scale:
+                self.skipped_updates += 1
+                logger.warning("gradient overflow at update %d: step skipped, loss scale lowered to %g",
+                               self.num_updates + 1, self.scaler.get_scale())
+                return None
+        else:
+            if not torch.isfinite(grad_norm):
+                raise FloatingPointError(f"gradient norm is {grad_norm.item()} at update {self.num_updates + 1}; "
+                                         f"lower optim.lr or set optimization.clip_norm")
+            self.optimizer.step()
+        self.num_updates += 1
+        totals["lr"] = self.lr_scheduler.step_update(self.num_updates)
+        totals["grad_norm"] = grad_norm.detach()
+        return totals
+
+    @torch.no_grad()
+    def valid_step(self, sample: dict[str, Any]) -> dict[str, Any]:
+        self.model.eval()
+        self.criterion.eval()
+        with self.autocast():
+            _, _, logging_output = self.criterion(self.model, move_to(sample, self.device))
+        return logging_output
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "num_updates": self.num_updates,
+            "skipped_updates": self.skipped_updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.num_updates = int(state["num_updates"])
+        self.skipped_updates = int(state.get("skipped_updates", 0))
