@@ -1,0 +1,176 @@
+"""End-to-end training on the generated toy corpus: learning, resuming, checkpoints, precision."""
+
+import os
+import signal
+
+import pytest
+import torch
+
+from toolkit import hookimpl
+from toolkit.config import ConfigError, compose_train_config
+from toolkit.plugins import load_plugins
+from toolkit.training.checkpoint import CheckpointError, load_checkpoint, save_atomic
+from toolkit.training.train import train
+
+TINY = [
+    "task.toy_pairs=1000", "task.vocab_size=300", "task.splits=[train,valid]",
+    "model.encoder_layers=1", "model.decoder_layers=1", "model.encoder_embed_dim=64",
+    "model.decoder_embed_dim=64", "model.encoder_ffn_dim=128", "model.decoder_ffn_dim=128",
+    "dataset.max_tokens=1024", "dataset.max_positions=64", "common.log_format=none",
+    "lr_scheduler.warmup_updates=20", "common.tensorboard_dir=null",
+]
+
+
+def config(save_dir, *overrides):
+    return compose_train_config([*TINY, f"checkpoint.save_dir={save_dir}", *overrides])
+
+
+def test_a_tiny_model_learns_the_toy_corpus(tmp_path):
+    result = train(config(tmp_path, "task.toy_pairs=4000", "optimization.max_epoch=4",
+                          "common.tensorboard_dir=" + str(tmp_path / "tb")))
+    valid_nll = [stats["nll_loss"] for stats in result["valid"]]
+    # a uniform guess over ~300 pieces costs ln(300) = 5.7 nats; 4 epochs of 4000 pairs reach < 2.5
+    assert all(b < a for a, b in zip(valid_nll, valid_nll[1:])) and valid_nll[-1] < 2.5, valid_nll
+    assert result["train_losses"][-1] < result["train_losses"][0] / 2
+    events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(tmp_path / "tb")).Reload().Tags()["scalars"]
+    for tag in ("train/loss", "train/nll_loss", "train/ppl", "train/lr", "train/grad_norm",
+                "train/tgt_tokens_per_s", "valid/loss"):
+        assert tag in scalars
+
+
+def test_resumed_run_continues_the_same_curve_bitwise(tmp_path):
+    straight = train(config(tmp_path / "a", "optimization.max_epoch=2"))
+    first = train(config(tmp_path / "b", "optimization.max_epoch=1"))
+    second = train(config(tmp_path / "b", "optimization.max_epoch=2"))
+    assert first["train_losses"] + second["train_losses"] == straight["train_losses"]
+    a = load_checkpoint(tmp_path / "a" / "checkpoint_last.pt")["model"]
+    b = load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class _SignalAfter:
+    """Sends a real SIGINT to this process after ``n`` training steps."""
+
+    def __init__(self, n):
+        self.n, self.calls = n, 0
+
+    @hookimpl(wrapper=True)
+    def toolkit_train_step(self):
+        result = yield
+        self.calls += 1
+        if self.calls == self.n:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+
+def test_sigint_saves_mid_epoch_and_the_rerun_resumes_exactly(tmp_path):
+    straight = train(config(tmp_path / "a", "optimization.max_epoch=1"))
+    stopper = load_plugins(autoload=False, extra=[("stopper", _SignalAfter(5))])
+    interrupted = train(config(tmp_path / "b", "optimization.max_epoch=1"), plugins=stopper)
+    assert interrupted["interrupted"] and interrupted["num_updates"] == 5
+    state = load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")
+    assert state["iterator"] == {"epoch": 1, "iterations_in_epoch": 5}
+    resumed = train(config(tmp_path / "b", "optimization.max_epoch=1"))
+    assert interrupted["train_losses"] + resumed["train_losses"] == straight["train_losses"]
+
+
+def test_checkpoint_contents_load_with_weights_only(tmp_path):
+    train(config(tmp_path, "optimization.max_update=3"))
+    state = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
+    for key in ("model", "optimizer", "lr_scheduler", "scaler", "rng", "iterator", "cfg", "task", "plugins"):
+        assert key in state
+    assert state["num_updates"] == 3 and state["cfg"]["model"]["encoder_layers"] == 1
+    assert state["task"]["src_tokenizer"]["kind"] == "sentencepiece"
+    assert (tmp_path / "config.yaml").exists()
+
+
+def test_epoch_checkpoints_are_pruned_and_best_is_kept(tmp_path):
+    train(config(tmp_path, "optimization.max_epoch=3", "checkpoint.keep_last_epochs=2"))
+    names = sorted(p.name for p in tmp_path.glob("checkpoint*.pt"))
+    assert names == ["checkpoint2.pt", "checkpoint3.pt", "checkpoint_best.pt", "checkpoint_last.pt"]
+
+
+def test_truncated_checkpoint_fails_clearly_and_is_not_overwritten(tmp_path):
+    train(config(tmp_path, "optimization.max_update=2"))
+    last = tmp_path / "checkpoint_last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated, corrupt"):
+        train(config(tmp_path, "optimization.max_update=4"))
+    assert last.stat().st_size == 1000  # nothing was written over it
+
+
+def test_interrupted_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint_last.pt"
+    save_atomic({"cfg": {}, "model": {"w": torch.ones(3)}}, path)
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_atomic({"cfg": {}, "model": {"w": torch.zeros(3)}}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_last.pt"]  # no temp file left
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_untrusted_checkpoint_does_not_run_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"cfg": {}, "model": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="holds objects other than tensors"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_missing_checkpoint_fails_clearly(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=-1", "optim.lr must be positive"),
+    ("dataset.max_tokens=32", "smaller than the longest allowed pair"),
+])
+def test_invalid_values_fail_before_any_work(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        train(config(tmp_path, override))
+    assert not (tmp_path / "data-bin").exists()
+
+
+def test_update_freq_accumulates_batches(tmp_path):
+    one = train(config(tmp_path / "a", "optimization.max_epoch=1"))
+    two = train(config(tmp_path / "b", "optimization.max_epoch=1", "optimization.update_freq=2"))
+    assert two["num_updates"] == (one["num_updates"] + 1) // 2
+
+
+def test_bf16_autocast_trains(tmp_path):
+    result = train(config(tmp_path, "common.precision=bf16", "optimization.max_update=30"))
+    assert result["num_updates"] == 30
+    assert result["train_losses"][-1] < result["train_losses"][0]
+
+
+def test_fp16_overflow_steps_are_skipped_and_counted(tmp_path):
+    from toolkit.training.trainer import Trainer
+
+    cfg = config(tmp_path, "common.precision=fp16")
+    plugins = load_plugins(autoload=False)
+    task = plugins.registries.task.build(cfg.task, cfg)
+    task.prepare()
+    model = task.build_model(plugins.registries, cfg.model)
+    trainer = Trainer(cfg, task, model, task.build_criterion(plugins.registries, cfg.criterion), plugins)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**30)  # overflows fp16 at first
+    batches = list(task.batch_iterator(task.load_dataset("train", 64), train=True).next_epoch_itr())
+    results = [trainer.train_step([batches[i % len(batches)]]) for i in range(40)]
+    assert results[0] is None and trainer.skipped_updates > 0
+    assert trainer.num_updates == sum(r is not None for r in results) > 0
+    assert all(torch.isfinite(p).all() for p in model.parameters())
