@@ -117,3 +117,30 @@ def test_named_architecture_shapes():
     iwslt = ARCHITECTURES["transformer_iwslt_de_en"]()
     assert (iwslt.encoder_layers, iwslt.encoder_embed_dim, iwslt.encoder_ffn_dim, iwslt.encoder_attention_heads) == (
         6, 512, 1024, 4)
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_incremental_decoding_equals_the_full_forward_pass(pre_norm):
+    model = build(normalize_before=pre_norm)
+    src = tokens([5, 6, 7, EOS], [8, 9, EOS], length=4)
+    prev = torch.tensor([[BOS, 8, 9, 10, 11], [BOS, 12, 13, 14, 15]])
+    encoder_out = model.encoder(src)
+    full = model.decoder(prev, encoder_out).logits  # (B, T, V)
+    state = model.decoder.new_state()
+    steps = [model.decoder(prev[:, t : t + 1], encoder_out, state=state).logits for t in range(prev.size(1))]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_reordered_state_follows_the_hypotheses():
+    model = build()
+    src = torch.tensor([[5, 6, EOS], [5, 6, EOS]])
+    prev = torch.tensor([[BOS, 8, 9], [BOS, 10, 11]])
+    encoder_out = model.encoder(src)
+    state = model.decoder.new_state()
+    for t in range(2):
+        model.decoder(prev[:, t : t + 1], encoder_out, state=state)
+    state.reorder(torch.tensor([1, 1]))  # both slots continue hypothesis 1
+    last = model.decoder(prev[:, 2:3], encoder_out, state=state).logits
+    full = model.decoder(torch.tensor([[BOS, 10, 9], [BOS, 10, 11]]), encoder_out).logits
+    torch.testing.assert_close(last[0, 0], full[0, 2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(last[1, 0], full[1, 2], atol=1e-5, rtol=1e-5)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toolkit.models.incremental_state import KVCache
+
 
 class MultiheadAttention(nn.Module):
     """Self-attention with one fused QKV projection, or cross-attention with a fused KV one.
@@ -41,18 +43,29 @@ class MultiheadAttention(nn.Module):
         return x.unbind(0)  # parts x (B, H, L, hd)
 
     def forward(self, query: torch.Tensor, key_value: torch.Tensor | None = None,
-                key_padding_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+                key_padding_mask: torch.Tensor | None = None, causal: bool = False,
+                cache: KVCache | None = None) -> torch.Tensor:
         """Attend from ``query`` (B, T, C) to ``key_value`` (B, S, C_kv), or to itself.
 
         :param key_padding_mask: (B, S) True where the key is padding.
         :param causal: position t attends only to positions <= t (self-attention).
+        :param cache: incremental decoding: self-attention appends this step's keys/values
+            and attends to all cached ones; cross-attention computes them on the first call.
         :return: (B, T, C)
         """
         if self.self_attention:
             q, k, v = self._split_heads(self.qkv_proj(query), 3)
+            if cache is not None:
+                k, v = cache.append(k, v)
+                causal = causal and query.size(1) > 1
         else:
             (q,) = self._split_heads(self.q_proj(query), 1)
-            k, v = self._split_heads(self.kv_proj(key_value), 2)
+            if cache is not None and cache.key is not None:
+                k, v = cache.key, cache.value
+            else:
+                k, v = self._split_heads(self.kv_proj(key_value), 2)
+                if cache is not None:
+                    cache.key, cache.value = k, v
         mask = None
         if key_padding_mask is not None:
             mask = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, S) True = may attend

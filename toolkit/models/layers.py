@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit.models.attention import MultiheadAttention
+from toolkit.models.incremental_state import KVCache
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
@@ -67,16 +68,16 @@ class DecoderLayer(nn.Module):
         self.cross_attn_block = Residual(dim, dropout, pre_norm)
         self.ffn_block = Residual(dim, dropout, pre_norm)
 
-    def forward(self, x: torch.Tensor, encoder_states: torch.Tensor,
-                encoder_padding_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, encoder_states: torch.Tensor, encoder_padding_mask: torch.Tensor,
+                self_cache: KVCache | None = None, cross_cache: KVCache | None = None) -> torch.Tensor:
         """x: (B, T, C); encoder_states: (B, S, C_enc); encoder_padding_mask: (B, S).
 
         Target padding sits right of every real token, so the causal mask alone keeps real
-        positions from seeing it.
+        positions from seeing it. With caches, ``x`` holds only the newest position(s).
         """
-        x = self.self_attn_block(x, lambda h: self.self_attn(h, causal=True))
-        x = self.cross_attn_block(
-            x, lambda h: self.cross_attn(h, encoder_states, key_padding_mask=encoder_padding_mask))
+        x = self.self_attn_block(x, lambda h: self.self_attn(h, causal=True, cache=self_cache))
+        x = self.cross_attn_block(x, lambda h: self.cross_attn(
+            h, encoder_states, key_padding_mask=encoder_padding_mask, cache=cross_cache))
         return self.ffn_block(x, self.ffn)
 
 
@@ -93,11 +94,11 @@ class SinusoidalPositions(nn.Module):
             table = F.pad(table, (0, 1))
         self.register_buffer("table", table, persistent=False)
 
-    def forward(self, length: int) -> torch.Tensor:
-        if length > self.table.size(0):
-            raise ValueError(f"sequence of {length} tokens is longer than the model's "
+    def forward(self, length: int, start: int = 0) -> torch.Tensor:
+        if start + length > self.table.size(0):
+            raise ValueError(f"sequence of {start + length} tokens is longer than the model's "
                              f"{self.table.size(0)} positions")
-        return self.table[:length]  # (T, C)
+        return self.table[start : start + length]  # (T, C)
 
 
 class TokenEmbedding(nn.Module):
@@ -111,9 +112,9 @@ class TokenEmbedding(nn.Module):
         self.scale = math.sqrt(dim) if scale else 1.0
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens: (B, L) -> (B, L, C)"""
-        x = self.embed_tokens(tokens) * self.scale + self.positions(tokens.size(1))
+    def forward(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """tokens: (B, L) at positions start.. -> (B, L, C)"""
+        x = self.embed_tokens(tokens) * self.scale + self.positions(tokens.size(1), start)
         return self.dropout(x)
 
 

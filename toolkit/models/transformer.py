@@ -10,6 +10,7 @@ from torch import nn
 
 from toolkit.data.dictionary import Dictionary
 from toolkit.models.base import DecoderOutput, EncoderDecoderModel, EncoderOutput
+from toolkit.models.incremental_state import IncrementalState
 from toolkit.models.layers import DecoderLayer, EncoderLayer, TokenEmbedding, build_embedding
 
 
@@ -63,15 +64,26 @@ class TransformerDecoder(nn.Module):
         self.output_projection = output_projection
 
     def forward(self, prev_output_tokens: torch.Tensor, encoder_out: EncoderOutput,
-                return_all_hiddens: bool = False) -> DecoderOutput:
-        """prev_output_tokens: (B, T) -> logits (B, T, V); every block's state if asked."""
-        x = self.embedding(prev_output_tokens)  # (B, T, C)
+                return_all_hiddens: bool = False, state: IncrementalState | None = None) -> DecoderOutput:
+        """prev_output_tokens: (B, T) -> logits (B, T, V); every block's state if asked.
+
+        With ``state`` (incremental decoding) ``prev_output_tokens`` holds only the new
+        positions; keys and values of earlier ones come from the state's caches.
+        """
+        start = state.length if state is not None else 0
+        x = self.embedding(prev_output_tokens, start)  # (B, T, C)
         hidden_states = []
-        for layer in self.layers:
-            x = layer(x, encoder_out.states, encoder_out.padding_mask)
+        for i, layer in enumerate(self.layers):
+            caches = (state.self_attn[i], state.cross_attn[i]) if state is not None else (None, None)
+            x = layer(x, encoder_out.states, encoder_out.padding_mask, *caches)
             if return_all_hiddens:
                 hidden_states.append(x)
+        if state is not None:
+            state.length += prev_output_tokens.size(1)
         return DecoderOutput(self.project(x), hidden_states)
+
+    def new_state(self) -> IncrementalState:
+        return IncrementalState(len(self.layers))
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         """A block's state (B, T, C) -> vocabulary logits (B, T, V)."""
