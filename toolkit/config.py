@@ -9,6 +9,7 @@ have packaged YAML presets in ``toolkit/conf``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +123,8 @@ def compose_train_config(overrides: list[str] | None = None, config_name: str = 
 
 def validate_train_config(cfg: DictConfig) -> None:
     """Reject values that would only fail (or silently misbehave) later in a run."""
-    problems = []
+    problems = [f"unknown config key {key!r} (added with `+`?): not a field of its typed section"
+                for key in _unknown_keys(cfg)]
     if cfg.optim.get("lr", 1.0) <= 0:
         problems.append(f"optim.lr must be positive, got {cfg.optim.lr}")
     if cfg.dataset.max_tokens <= 0:
@@ -143,6 +145,22 @@ def validate_train_config(cfg: DictConfig) -> None:
         problems.append(f"common.log_format must be auto, tqdm, simple or none, got {cfg.common.log_format!r}")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Keys of dataclass-typed sections that their dataclass lacks (hydra's ``+key=value`` adds
+    them even to typed configs, and nothing would ever read them)."""
+    schema = OmegaConf.get_type(node)
+    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+        return []
+    known = {f.name for f in dataclasses.fields(schema)}
+    unknown = []
+    for key, value in node.items_ex(resolve=False):
+        if key not in known:
+            unknown.append(f"{prefix}{key}")
+        elif isinstance(value, DictConfig):
+            unknown += _unknown_keys(value, f"{prefix}{key}.")
+    return unknown
 
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:

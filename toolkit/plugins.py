@@ -39,6 +39,7 @@ class PluginSession:
     registries: Registries
     versions: dict[str, str] = field(default_factory=dict)  # plugin -> distribution version
     failed: dict[str, str] = field(default_factory=dict)  # plugin -> import error
+    blocked: set[str] = field(default_factory=set)  # plugins switched off by a config
 
     @property
     def hook(self) -> Any:
@@ -55,20 +56,32 @@ class PluginSession:
         """Fail, naming each plugin of ``names`` that is not loaded (and its import error)."""
         missing = [name for name in names if name not in self.loaded()]
         if missing:
-            details = "; ".join(
-                f"{n} (failed to import: {self.failed[n]})" if n in self.failed else f"{n} (not installed)"
-                for n in missing
-            )
+            details = "; ".join(f"{n} ({self._why_missing(n)})" for n in missing)
             raise PluginError(f"{why} needs plugin(s) that are not available: {details}")
 
-    def block(self, names: Iterable[str]) -> None:
-        """Unregister plugins so none of their hooks run (``plugins.block`` in a config)."""
+    def _why_missing(self, name: str) -> str:
+        if name in self.blocked:
+            return "blocked by plugins.block"
+        if name in self.failed:
+            return f"failed to import: {self.failed[name]}"
+        return "not installed"
+
+    def block(self, names: Iterable[str], cfg: Any = None) -> None:
+        """Unregister plugins so none of their hooks run (``plugins.block`` in a config).
+
+        Fails if ``cfg`` names a component that one of them registered.
+        """
         for name in names:
             if name == CORE:
                 raise PluginError("the core plugin cannot be blocked")
             if self.manager.get_plugin(name) is not None:
                 self.manager.unregister(name=name)
+                self.blocked.add(name)
                 logger.info("plugin %s blocked by the config", name)
+        if cfg is not None:
+            used = {kind: p for kind, p in self.registries.providers(cfg).items() if p in self.blocked}
+            if used:
+                raise PluginError(f"the config uses components of blocked plugins: {used}")
 
 
 def load_plugins(autoload: bool | None = None, extra: Iterable[tuple[str, object]] = ()) -> PluginSession:
@@ -110,8 +123,13 @@ def _discover(session: PluginSession) -> None:
 
 
 def _register_components(session: PluginSession) -> None:
-    """Call each plugin's ``toolkit_register`` on its own, recording who registered what."""
-    for impl in reversed(session.manager.hook.toolkit_register.get_hookimpls()):
+    """Call each plugin's ``toolkit_register`` on its own, recording who registered what.
+
+    The core registers first, then the other plugins in the order they were registered, so a
+    plugin can build on core components (e.g. an architecture of the core ``transformer``).
+    """
+    impls = session.manager.hook.toolkit_register.get_hookimpls()  # registration order
+    for impl in sorted(impls, key=lambda impl: impl.plugin_name != CORE):  # stable: core first
         for registry in session.registries.all():
             registry.current_plugin = impl.plugin_name
         try:

@@ -108,20 +108,25 @@ def _prefetch(items: Iterator[Any], depth: int) -> Iterator[Any]:
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(item: Any) -> bool:
+        """Block until ``item`` is queued; False once the consumer has gone away."""
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
         except BaseException as error:  # surfaced in the consumer
-            buffer.put(error)
-        buffer.put(_DONE)
+            put(error)
+            return
+        put(_DONE)
 
     thread = threading.Thread(target=produce, daemon=True)
     thread.start()

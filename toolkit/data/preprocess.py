@@ -72,7 +72,9 @@ def is_up_to_date(destdir: Path, data: Path, settings: PreprocessSettings) -> bo
     if not manifest.exists():
         return False
     try:
-        return json.loads(manifest.read_text()) == _manifest(data, settings)
+        if json.loads(manifest.read_text()) != _manifest(data, settings):
+            return False
+        return all((destdir / name).exists() for name in _outputs(split_files(data, settings), settings))
     except (json.JSONDecodeError, OSError, DataError):
         return False
 
@@ -93,6 +95,9 @@ def preprocess(data: str | os.PathLike, destdir: str | os.PathLike, settings: Pr
         texts[split] = (src, tgt)
     destdir.mkdir(parents=True, exist_ok=True)
     (destdir / MANIFEST).unlink(missing_ok=True)  # stale until the last file is written
+    for split in set(settings.splits) - set(files):  # a split removed from DATA: drop its old binaries
+        for name in _split_outputs(split, settings):
+            (destdir / name).unlink(missing_ok=True)
     logger.info("training %s tokenizer(s) on %s (%d pairs)", settings.tokenizer, data, len(texts["train"][0]))
     tokenizers = _train_tokenizers(texts["train"], settings)
     for side, tokenizer in zip(("src", "tgt"), tokenizers):
@@ -133,6 +138,17 @@ def _train_tokenizers(train: tuple[list[str], list[str]], s: PreprocessSettings)
         joint = fit(train[0] + train[1])
         return joint, joint
     return fit(train[0]), fit(train[1])
+
+
+def _split_outputs(split: str, settings: PreprocessSettings) -> list[str]:
+    return [f"{split}.{lang}{ext}" for lang in (settings.source_lang, settings.target_lang)
+            for ext in (".bin", ".idx")]
+
+
+def _outputs(files: dict, settings: PreprocessSettings) -> list[str]:
+    """Names of every file preprocessing writes for the splits in ``files`` (manifest aside)."""
+    return ["tokenizer.src.pt", "tokenizer.tgt.pt"] + [
+        name for split in files for name in _split_outputs(split, settings)]
 
 
 def _manifest(data: Path, settings: PreprocessSettings) -> dict:

@@ -48,7 +48,8 @@ class IncrementalState:
         for cache in self.self_attn:
             cache.select(new_order)
 
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep only ``rows`` (of every cache), e.g. when finished sentences leave the batch."""
-        for cache in self.self_attn + self.cross_attn:
+    def select_sentences(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` of the cross-attention caches, when finished sentences leave the
+        batch; ``reorder`` does the self-attention caches in the same step."""
+        for cache in self.cross_attn:
             cache.select(rows)

@@ -31,7 +31,7 @@ def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, An
     validate_train_config(cfg)
     plugins = plugins or get_plugins()
     plugins.require(cfg.plugins.require, why="the config (plugins.require)")
-    plugins.block(cfg.plugins.block)
+    plugins.block(cfg.plugins.block, cfg)
     if cfg.common.threads:
         torch.set_num_threads(cfg.common.threads)
     torch.manual_seed(cfg.common.seed)
@@ -105,8 +105,9 @@ def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, An
                 history["valid"].append(valid_stats)
             save(end_of_epoch=end_of_epoch, valid_stats=valid_stats)
     reporter.close()
-    logger.info("done training: %d updates, epoch %d", trainer.num_updates, train_itr.epoch - 1)
-    history.update(num_updates=trainer.num_updates, epoch=train_itr.epoch - 1)
+    epoch = train_itr.epoch - 1 if train_itr.end_of_epoch() else train_itr.epoch  # the last one trained
+    logger.info("done training: %d updates, epoch %d", trainer.num_updates, epoch)
+    history.update(num_updates=trainer.num_updates, epoch=epoch)
     return history
 
 

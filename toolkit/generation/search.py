@@ -1,0 +1,86 @@
+"""Search strategies: one small step function each, separate from the decoding loop.
+
+A step gets the log-probabilities of every live hypothesis and returns ``2 * beam``
+candidates per sentence, best first: the loop finalizes candidates that end in </s> among the
+first ``beam`` and continues with the first ``beam`` that do not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+
+class Search:
+    """``step(step, lprobs, scores) -> (cand_scores, cand_tokens, cand_beams)``, each (B, 2K).
+
+    :param lprobs: (B, K, V) next-token log-probabilities of K hypotheses per sentence.
+    :param scores: (B, K) cumulative log-probabilities of those hypotheses.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def step(self, step: int, lprobs: torch.Tensor, scores: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+@dataclass
+class BeamSearchConfig:
+    _name: str = "beam"
+
+
+class BeamSearch(Search):
+    """The 2K best continuations of all K hypotheses of a sentence by cumulative score."""
+
+    def step(self, step, lprobs, scores):
+        batch, beam, vocab = lprobs.shape
+        if step == 0:  # every hypothesis is the same <s>: expand only the first
+            lprobs = lprobs[:, :1]
+        total = (lprobs + scores[:, : lprobs.size(1), None]).view(batch, -1)  # (B, K*V)
+        cand_scores, flat = total.topk(min(2 * beam, total.size(1)), dim=1)  # (B, 2K)
+        return cand_scores, flat % vocab, flat // vocab
+
+
+@dataclass
+class SamplingConfig:
+    _name: str = "sampling"
+    topk: int = 0  # sample among the k most likely tokens (0: all)
+    topp: float = 1.0  # ... or the smallest set holding this much probability
+    temperature: float = 1.0
+    seed: Optional[int] = None
+
+
+class Sampling(Search):
+    """Each hypothesis samples two distinct next tokens (top-k / nucleus, with temperature)."""
+
+    def __init__(self, cfg: SamplingConfig):
+        super().__init__(cfg)
+        if cfg.temperature <= 0 or not 0 < cfg.topp <= 1 or cfg.topk < 0:
+            raise ValueError("sampling needs temperature > 0, 0 < topp <= 1 and topk >= 0")
+        self.generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
+
+    def step(self, step, lprobs, scores):
+        batch, beam, vocab = lprobs.shape
+        logits = lprobs / self.cfg.temperature
+        if self.cfg.topk:
+            kth = logits.topk(min(self.cfg.topk, vocab), dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.cfg.topp < 1.0:
+            sorted_logits, order = logits.sort(dim=-1, descending=True)
+            before = sorted_logits.softmax(-1).cumsum(-1) - sorted_logits.softmax(-1)
+            sorted_logits = sorted_logits.masked_fill(before >= self.cfg.topp, float("-inf"))
+            logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        probs = logits.softmax(-1).view(-1, vocab).cpu()
+        valid = (probs > 0).sum(-1, keepdim=True)  # rows with a single allowed token repeat it
+        draws = torch.multinomial(probs + (valid < 2) * 1e-12, 2, replacement=False, generator=self.generator)
+        tokens = draws.to(lprobs.device).view(batch, beam, 2)  # (B, K, 2)
+        token_scores = lprobs.gather(-1, tokens) + scores[:, :, None]
+        # first draws of every hypothesis, then second draws: the loop prefers the first
+        cand_tokens = tokens.transpose(1, 2).reshape(batch, 2 * beam)
+        cand_scores = token_scores.transpose(1, 2).reshape(batch, 2 * beam)
+        cand_beams = torch.arange(beam, device=lprobs.device).repeat(2).expand(batch, -1)
+        return cand_scores, cand_tokens, cand_beams
