@@ -10,6 +10,7 @@ from toolkit.registry import Registries
 
 @hookimpl
 def toolkit_register(registries: Registries) -> None:
+    from toolkit.generation import search
     from toolkit.criterions.label_smoothed_cross_entropy import LabelSmoothedCEConfig, LabelSmoothedCrossEntropy
     from toolkit.models.architectures import ARCHITECTURES
     from toolkit.models.transformer import TransformerConfig, TransformerModel
@@ -26,6 +27,8 @@ def toolkit_register(registries: Registries) -> None:
     registries.lr_scheduler.add("inverse_sqrt", sched.InverseSqrtSchedule, sched.InverseSqrtConfig)
     registries.lr_scheduler.add("fixed", sched.FixedSchedule, sched.FixedConfig)
     registries.lr_scheduler.add("cosine", sched.CosineSchedule, sched.CosineConfig)
+    registries.search.add("beam", search.BeamSearch, search.BeamSearchConfig)
+    registries.search.add("sampling", search.Sampling, search.SamplingConfig)
 
 
 @hookimpl(trylast=True)

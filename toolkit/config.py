@@ -18,6 +18,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from toolkit.generation.generator import GenerationConfig
+
 CONF_DIR = Path(__file__).parent / "conf"
 
 
@@ -75,6 +77,13 @@ class PluginsConfig:
 
 
 @dataclass
+class ValidationConfig:
+    bleu: bool = False  # also translate the valid split and report sacreBLEU (metric "bleu")
+    max_sentences: int = 64
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+@dataclass
 class TrainConfig:
     task: Any = MISSING
     model: Any = MISSING
@@ -86,6 +95,26 @@ class TrainConfig:
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+
+@dataclass
+class GenerateConfig:
+    """``toolkit-generate``: what to translate, with which checkpoint, how, and where to."""
+
+    path: str = MISSING  # the checkpoint
+    split: str = "test"  # a split of the checkpoint's data folder (references from its target side)
+    input: Optional[str] = None  # translate this source file instead ("-": standard input)
+    reference: Optional[str] = None  # references for input
+    data: Optional[str] = None  # look for the split here instead of the checkpoint's task.data
+    output: Optional[str] = None  # hypotheses file; default: beside the checkpoint
+    fairseq_lines: bool = False  # also print S-/T-/H-/D-/P- lines for every sentence
+    max_sentences: int = 64
+    max_tokens: int = 16000
+    interactive_buffer: int = 64  # piped standard input is translated this many lines at a time
+    device: str = "auto"
+    threads: Optional[int] = None
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
 _FIXED_SECTIONS = {
@@ -101,6 +130,7 @@ def register_schemas() -> None:
     """Store the top-level and fixed-section schemas that the packaged YAML files extend."""
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
+    store.store(name="generate_schema", node=GenerateConfig)
     for group, schema in _FIXED_SECTIONS.items():
         store.store(group=group, name=f"{group}_schema", node=schema)
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from toolkit.criterions.base import Criterion
+    from toolkit.generation.exit_policy import ExitPolicy
     from toolkit.models.base import EncoderDecoderModel
     from toolkit.registry import Registries
     from toolkit.training.trainer import Trainer
@@ -85,6 +86,19 @@ def toolkit_load_checkpoint_state(state: dict[str, Any], trainer: Trainer | None
     """Restore what ``toolkit_checkpoint_state`` saved; ``state`` holds every plugin's entry.
 
     :param trainer: ``None`` when a checkpoint is loaded for inference only.
+    """
+
+
+@hookspec(firstresult=True)
+def toolkit_exit_policy(model: EncoderDecoderModel, cfg: DictConfig) -> ExitPolicy | None:
+    """The early-exit rule the generator consults after each decoder block.
+
+    Called once when a generator is built. Return an ``ExitPolicy`` to decode block by block:
+    after each block it marks the hypotheses that stop there; only the others go through the
+    next block (their states are copied upward for attention). ``None`` from every plugin
+    (the default) decodes at full depth.
+
+    :param cfg: the generation config (``cfg.exit_policy`` names the policy and its settings).
     """
 
 

@@ -141,6 +141,9 @@ class Registries:
     lr_scheduler: Registry = field(
         default_factory=lambda: Registry("lr_scheduler", _base("optim.lr_scheduler", "LRScheduler"))
     )
+    search: Registry = field(
+        default_factory=lambda: Registry("search", _base("generation.search", "Search"), "generation/search")
+    )
 
     def all(self) -> list[Registry]:
         return [getattr(self, f.name) for f in dataclasses.fields(self)]

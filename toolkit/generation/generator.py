@@ -13,6 +13,7 @@ from typing import Any, Optional
 import torch
 
 from toolkit.data.dictionary import Dictionary
+from toolkit.generation.exit_policy import ExitPolicy, decode_step_with_exits
 from toolkit.generation.search import Search
 from toolkit.models.base import EncoderOutput
 
@@ -37,8 +38,11 @@ class Hypothesis:
 
 
 class SequenceGenerator:
-    def __init__(self, model, tgt_dict: Dictionary, cfg: GenerationConfig, search: Search):
+    def __init__(self, model, tgt_dict: Dictionary, cfg: GenerationConfig, search: Search,
+                 exit_policy: ExitPolicy | None = None):
         self.model, self.dict, self.cfg, self.search = model, tgt_dict, cfg, search
+        self.exit_policy = exit_policy
+        self.exit_sum, self.exit_count = 0, 0  # summed exit blocks of decoded tokens (average exit)
         if cfg.beam < 1 or cfg.nbest > cfg.beam:
             raise ValueError(f"generation needs beam >= 1 and nbest <= beam (beam={cfg.beam}, nbest={cfg.nbest})")
         if cfg.beam > len(tgt_dict) - 3:
@@ -65,7 +69,7 @@ class SequenceGenerator:
         finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
         for step in range(int(max_len.max()) + 1):
             live = len(sentence_ids)
-            logits = model.decoder(tokens[:, -1:], encoder_out, state=state).logits[:, -1]  # (N, V)
+            logits = self._decode_step(tokens[:, -1:], encoder_out, state)  # (N, V)
             lprobs = model.log_probs(logits)
             self._constrain(lprobs, step, max_len[sentence_ids].repeat_interleave(beam))
             cand_scores, cand_tokens, cand_beams = self.search.step(step, lprobs.view(live, beam, -1), scores)
@@ -104,6 +108,21 @@ class SequenceGenerator:
             tokens = torch.cat([tokens[new_rows], new_tokens], dim=1)
             token_scores = torch.cat([token_scores[new_rows], step_scores], dim=1)
         return [sorted(h, key=lambda h: -h.score)[: self.cfg.nbest] for h in finished]
+
+    def _decode_step(self, tokens: torch.Tensor, encoder_out: EncoderOutput, state) -> torch.Tensor:
+        decoder = self.model.decoder
+        if self.exit_policy is None:
+            self.exit_sum += len(decoder.layers) * tokens.size(0)
+            self.exit_count += tokens.size(0)
+            return decoder(tokens, encoder_out, state=state).logits[:, -1]
+        logits, exit_block = decode_step_with_exits(decoder, tokens, encoder_out, state, self.exit_policy)
+        self.exit_sum += int(exit_block.sum())
+        self.exit_count += tokens.size(0)
+        return logits
+
+    def average_exit(self) -> float:
+        """Mean number of decoder blocks run per decoded token so far."""
+        return self.exit_sum / max(self.exit_count, 1)
 
     def _constrain(self, lprobs: torch.Tensor, step: int, max_len: torch.Tensor) -> None:
         """Forbid <s>/<pad>, </s> before min_len; force </s> at each row's max length."""

@@ -56,7 +56,7 @@ class TranslationTask(Task):
         if self.cfg.data is not None:
             return Path(self.cfg.data)
         toy = Path(self.cfg.destdir) / "toy-text"
-        logger.info("task.data is not set: training on the generated toy corpus in %s", toy)
+        logger.info("task.data is not set: using the generated toy corpus in %s", toy)
         return write_toy_corpus(toy, n_train=self.cfg.toy_pairs, seed=1)
 
     def settings(self) -> PreprocessSettings:

@@ -100,6 +100,8 @@ def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, An
             valid_stats = None
             if end_of_epoch and epoch % opt.validate_interval == 0 or done():
                 valid_stats = validate(trainer, task, valid_data)
+                if cfg.validation.bleu:
+                    valid_stats["bleu"] = validation_bleu(cfg, trainer, task, plugins)
                 plugins.hook.toolkit_on_epoch_end(trainer=trainer, epoch=epoch, valid_stats=valid_stats)
                 reporter.log("valid", _with_progress(valid_stats, epoch, trainer), trainer.num_updates)
                 history["valid"].append(valid_stats)
@@ -117,6 +119,22 @@ def validate(trainer: Trainer, task, dataset) -> dict[str, float]:
     for sample in task.batch_iterator(dataset, train=False).next_epoch_itr():
         meter.add(trainer.valid_step(sample))
     return trainer.criterion.reduce_metrics(meter.totals())
+
+
+def validation_bleu(cfg: DictConfig, trainer: Trainer, task, plugins: PluginSession) -> float:
+    """sacreBLEU of the model's translations of the valid split's source text."""
+    from toolkit.data.preprocess import read_lines
+    from toolkit.generation.translator import Translator, generation_config
+    from toolkit.scoring.bleu import score
+
+    data, settings = task.data_dir(), task.settings()
+    sources = read_lines(data / f"{cfg.dataset.valid_subset}.{settings.source_lang}")
+    references = read_lines(data / f"{cfg.dataset.valid_subset}.{settings.target_lang}")
+    translator = Translator(task, trainer.model, generation_config(cfg.validation.generation), plugins,
+                            max_sentences=cfg.validation.max_sentences)
+    with trainer.autocast():
+        hypotheses = [t.text for t in translator.translate(sources)]
+    return score(hypotheses, references).bleu
 
 
 def _checkpoint_state(cfg: DictConfig, trainer: Trainer, train_itr, plugins: PluginSession) -> dict[str, Any]:

@@ -1,0 +1,46 @@
+"""Speed of a decoding run: sentences/s, target tokens/s, wall time, peak memory."""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class SpeedMeter:
+    device: torch.device
+    sentences: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    _start: float = field(default=0.0, repr=False)
+
+    def __enter__(self) -> "SpeedMeter":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - self._start
+
+    def add(self, translations) -> None:
+        self.sentences += len(translations)
+        self.tokens += sum(len(t.hypotheses[0].tokens) for t in translations if t.hypotheses)
+
+    def peak_memory_mib(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated() / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def summary(self) -> str:
+        seconds = max(self.seconds, 1e-9)
+        memory = "peak GPU memory" if self.device.type == "cuda" else "peak RSS"
+        return (f"translated {self.sentences} sentences ({self.tokens} target tokens) in {self.seconds:.2f} s: "
+                f"{self.sentences / seconds:.1f} sentences/s, {self.tokens / seconds:.1f} tokens/s, "
+                f"{memory} {self.peak_memory_mib():.0f} MiB")

@@ -1,0 +1,120 @@
+"""Text in, text out: a trained checkpoint, its tokenizers and a generator, batched."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from toolkit.generation.generator import GenerationConfig, Hypothesis, SequenceGenerator
+from toolkit.plugins import PluginSession, get_plugins
+from toolkit.registry import to_dataclass
+from toolkit.training.checkpoint import load_checkpoint
+from toolkit.training.trainer import resolve_device
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Translation:
+    source: str
+    text: str  # the best hypothesis, detokenized
+    hypotheses: list[Hypothesis]
+
+
+def load_for_inference(path: str | Path, plugins: PluginSession | None = None,
+                       device: str = "auto") -> tuple[DictConfig, Any, torch.nn.Module, dict]:
+    """Rebuild task and model from a checkpoint's own config: ``(cfg, task, model, state)``."""
+    from toolkit.training.train import check_plugins
+
+    plugins = plugins or get_plugins()
+    state = load_checkpoint(path)
+    check_plugins(state, plugins, Path(path))
+    cfg = OmegaConf.create(state["cfg"])
+    task = plugins.registries.task.build(cfg.task, cfg)
+    task.load_state_dict(state["task"])
+    model = task.build_model(plugins.registries, cfg.model)
+    plugins.hook.toolkit_modify_model(model=model, cfg=cfg)
+    model.load_state_dict(state["model"])
+    plugins.hook.toolkit_load_checkpoint_state(state=state.get("plugin_state", {}), trainer=None)
+    return cfg, task, model.to(resolve_device(device)).eval(), state
+
+
+class Translator:
+    """Translates lines in batches of similar length and returns them in input order.
+
+    Empty lines give empty translations; lines longer than the model's source positions are
+    cut (and counted in the log); a high rate of unknown pieces is warned about.
+    """
+
+    def __init__(self, task, model, gen_cfg: GenerationConfig, plugins: PluginSession | None = None,
+                 max_sentences: int = 64, max_tokens: int = 16000):
+        plugins = plugins or get_plugins()
+        self.task, self.model = task, model
+        self.device = next(model.parameters()).device
+        search = plugins.registries.search.build(gen_cfg.search)
+        policy = plugins.hook.toolkit_exit_policy(model=model, cfg=OmegaConf.structured(gen_cfg))
+        self.generator = SequenceGenerator(model, task.tgt_dict, gen_cfg, search, policy)
+        self.max_sentences, self.max_tokens = max_sentences, max_tokens
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, gen_cfg: GenerationConfig | None = None, device: str = "auto",
+                        plugins: PluginSession | None = None, **kwargs: Any) -> "Translator":
+        _, task, model, _ = load_for_inference(path, plugins, device)
+        return cls(task, model, gen_cfg or GenerationConfig(), plugins, **kwargs)
+
+    def translate(self, lines: Sequence[str]) -> list[Translation]:
+        ids = self.task.src_tokenizer.encode([line.strip() for line in lines])
+        max_source = self.model.max_positions()[0] - 1  # room for </s>
+        too_long = sum(len(s) > max_source for s in ids)
+        if too_long:
+            logger.warning("%d source lines are longer than the model's %d positions: cut to fit",
+                           too_long, max_source)
+        ids = [s[:max_source] for s in ids]
+        self._warn_unknown(ids)
+        results: list[Translation | None] = [None] * len(lines)
+        order = sorted((i for i in range(len(lines)) if ids[i]), key=lambda i: len(ids[i]))
+        for batch in self._batches(order, ids):
+            src_tokens, src_lengths = self._collate([ids[i] for i in batch])
+            for i, hyps in zip(batch, self.generator.generate(src_tokens, src_lengths)):
+                text = self.task.tgt_tokenizer.decode(hyps[0].tokens.tolist()) if hyps else ""
+                results[i] = Translation(lines[i], text, hyps)
+        return [r if r is not None else Translation(lines[i], "", []) for i, r in enumerate(results)]
+
+    def _batches(self, order: list[int], ids: list[list[int]]) -> list[list[int]]:
+        batches, batch = [], []
+        for i in order:  # sorted by length: the last member is the longest
+            if batch and (len(batch) == self.max_sentences or (len(batch) + 1) * (len(ids[i]) + 1) > self.max_tokens):
+                batches.append(batch)
+                batch = []
+            batch.append(i)
+        return batches + ([batch] if batch else [])
+
+    def _collate(self, sources: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.task.src_dict
+        lengths = torch.tensor([len(s) + 1 for s in sources])
+        tokens = torch.full((len(sources), int(lengths.max())), d.pad, dtype=torch.long)
+        for row, s in enumerate(sources):
+            tokens[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+            tokens[row, len(s)] = d.eos
+        return tokens.to(self.device), lengths.to(self.device)
+
+    def _warn_unknown(self, ids: list[list[int]]) -> None:
+        unk = self.task.src_dict.unk
+        total = sum(len(s) for s in ids)
+        rate = sum(s.count(unk) for s in ids) / max(total, 1)
+        if rate > 0.05:
+            logger.warning("%.0f%% of the source pieces are unknown to the model's vocabulary: is this the "
+                           "source language it was trained on?", 100 * rate)
+
+
+def generation_config(cfg: Any) -> GenerationConfig:
+    """A ``GenerationConfig`` from a DictConfig/dict section (search stays a plain dict)."""
+    if isinstance(cfg, GenerationConfig):
+        return cfg
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    return to_dataclass(plain, GenerationConfig)
