@@ -53,6 +53,7 @@ class DatasetConfig:
 class OptimizationConfig:
     max_epoch: int = 0  # 0: no limit
     max_update: int = 0  # 0: no limit
+    max_time_minutes: float = 0.0  # stop (and save) after this much training time; 0: no limit
     clip_norm: float = 0.0  # 0: no clipping
     update_freq: int = 1  # batches accumulated per update
     validate_interval: int = 1  # epochs

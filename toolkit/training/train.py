@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -67,9 +68,14 @@ def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, An
         written = checkpoints.save(_checkpoint_state(cfg, trainer, train_itr, plugins), epoch, metric)
         logger.info("saved %s (update %d)", ", ".join(p.name for p in written), trainer.num_updates)
 
+    start = time.monotonic()
+
+    def out_of_time() -> bool:
+        return bool(opt.max_time_minutes and time.monotonic() - start >= 60 * opt.max_time_minutes)
+
     def done() -> bool:
         return bool(opt.max_update and trainer.num_updates >= opt.max_update) or bool(
-            opt.max_epoch and train_itr.epoch > opt.max_epoch)
+            opt.max_epoch and train_itr.epoch > opt.max_epoch) or out_of_time()
 
     with _stop_on_signals() as stop:
         while not done():
@@ -85,7 +91,7 @@ def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, An
                     reporter.log("train_inner", _with_progress(summarize(window, criterion.reduce_metrics),
                                                                epoch, trainer), trainer.num_updates)
                     window.reset()
-                if stop.is_set() or (opt.max_update and trainer.num_updates >= opt.max_update):
+                if stop.is_set() or (opt.max_update and trainer.num_updates >= opt.max_update) or out_of_time():
                     break
                 if cfg.checkpoint.save_interval_updates and trainer.num_updates % cfg.checkpoint.save_interval_updates == 0:
                     save(end_of_epoch=False)

@@ -1,0 +1,94 @@
+"""toolkit-generate, interactive mode through a real pipe, and checkpoint averaging."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from toolkit.config import compose_train_config
+from toolkit.data.preprocess import read_lines
+from toolkit.generation.generator import GenerationConfig
+from toolkit.generation.translator import Translator
+from toolkit.training.checkpoint import load_checkpoint
+from toolkit.training.train import train
+
+BIN = Path(sys.executable).parent
+
+
+def run(*args, **kwargs):
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def test_generate_a_split_writes_hypotheses_in_order_and_scores_them(trained_run, tmp_path):
+    out = tmp_path / "hyps.txt"
+    result = run("toolkit-generate", f"path={trained_run / 'checkpoint_best.pt'}", "split=test",
+                 "generation.beam=4", f"output={out}", "max_sentences=32", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "BLEU = " in result.stdout and "nrefs:1|case:mixed|eff:no|tok:13a" in result.stdout
+    assert "tokenized BLEU = " in result.stdout and "chrF = " in result.stdout
+    assert "sentences/s" in result.stdout and "tokens/s" in result.stdout and "peak RSS" in result.stdout
+    hypotheses = read_lines(out)
+    sources = read_lines(trained_run / "data-bin" / "toy-text" / "test.src")
+    assert len(hypotheses) == len(sources)
+    expected = Translator.from_checkpoint(trained_run / "checkpoint_best.pt", GenerationConfig(beam=4)).translate(sources[:20])
+    assert hypotheses[:20] == [t.text for t in expected]
+
+
+def test_generate_a_file_with_fairseq_lines(trained_run, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("the dog sleeps\n\nthe dogs see a cat\n")
+    result = run("toolkit-generate", f"path={trained_run / 'checkpoint_last.pt'}", f"input={source}",
+                 f"output={tmp_path / 'out.txt'}", "fairseq_lines=true", "generation.nbest=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = read_lines(tmp_path / "out.txt")
+    assert len(lines) == 3 and lines[1] == "" and lines[0] and lines[2]
+    for prefix in ("S-0\t", "H-0\t", "D-0\t", "P-0\t", "S-2\t"):
+        assert prefix in result.stdout
+    assert result.stdout.count("H-2\t") == 2  # nbest
+
+
+def test_interactive_mode_through_a_pipe(trained_run, tmp_path):
+    sources = read_lines(trained_run / "data-bin" / "toy-text" / "test.src")[:7]
+    result = run("toolkit-generate", f"path={trained_run / 'checkpoint_last.pt'}", "input=-",
+                 "interactive_buffer=3", input="\n".join(sources) + "\n", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    expected = Translator.from_checkpoint(trained_run / "checkpoint_last.pt").translate(sources)
+    assert result.stdout.splitlines() == [t.text for t in expected]
+
+
+@pytest.mark.parametrize("path, message", [("nope.pt", "does not exist"), ("corrupt.pt", "truncated, corrupt")])
+def test_generate_with_a_bad_checkpoint_fails_clearly(tmp_path, path, message):
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    result = run("toolkit-generate", f"path={tmp_path / path}", cwd=tmp_path)
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_averaged_checkpoints_are_the_elementwise_mean_and_load(trained_run, tmp_path):
+    inputs = [trained_run / f"checkpoint{i}.pt" for i in (2, 3)]
+    out = tmp_path / "avg.pt"
+    result = subprocess.run([sys.executable, "scripts/average_checkpoints.py", "--inputs", *map(str, inputs),
+                             "--output", str(out)], capture_output=True, text=True,
+                            cwd=Path(__file__).parents[2])
+    assert result.returncode == 0, result.stderr
+    averaged = load_checkpoint(out)["model"]
+    a, b = (load_checkpoint(p)["model"] for p in inputs)
+    for key in a:
+        torch.testing.assert_close(averaged[key], (a[key] + b[key]) / 2)
+    assert not torch.equal(averaged["encoder.layers.0.ffn.fc1.weight"], a["encoder.layers.0.ffn.fc1.weight"])
+    sources = read_lines(trained_run / "data-bin" / "toy-text" / "test.src")[:5]
+    assert all(t.text for t in Translator.from_checkpoint(out).translate(sources))
+
+
+def test_validation_bleu_picks_the_best_checkpoint(tmp_path):
+    cfg = compose_train_config([
+        "task.toy_pairs=600", "task.vocab_size=200", "model.encoder_layers=1", "model.decoder_layers=1",
+        "dataset.max_tokens=1024", "dataset.max_positions=64", "common.log_format=none",
+        "common.tensorboard_dir=null", "optimization.max_epoch=2", "validation.bleu=true",
+        "validation.generation.beam=2", "checkpoint.best_metric=bleu", "checkpoint.maximize_best_metric=true",
+        f"checkpoint.save_dir={tmp_path}"])
+    result = train(cfg)
+    bleus = [v["bleu"] for v in result["valid"]]
+    assert len(bleus) == 2 and all(0 <= b <= 100 for b in bleus)
+    assert load_checkpoint(tmp_path / "checkpoint_best.pt")["best_metric"] == max(bleus)
