@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 from typing import Iterator, TextIO
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from toolkit.config import CONF_DIR, GenerateConfig, register_schemas
+from toolkit.cli import hydra_entry
+from toolkit.config import GenerateConfig
 from toolkit.data.preprocess import read_lines
 from toolkit.generation.report import SpeedMeter
 from toolkit.generation.translator import Translation, Translator, generation_config, load_for_inference
@@ -115,15 +115,7 @@ def _print_fairseq_lines(translations: list[Translation], references: list[str] 
             print(f"P-{i}\t" + " ".join(f"{p:.4f}" for p in hyp.positional_scores.tolist()))
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="generate", version_base=None)
-def _main(cfg: DictConfig) -> None:
-    generate(cfg)
-
-
-def main() -> None:
-    get_plugins()
-    register_schemas()
-    _main()
+main = hydra_entry("generate", generate)
 
 
 if __name__ == "__main__":

@@ -6,23 +6,17 @@ Takes the same overrides as toolkit-train, e.g.
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from toolkit.config import CONF_DIR, register_schemas
+from toolkit.cli import hydra_entry
 from toolkit.plugins import get_plugins
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base=None)
-def _main(cfg: DictConfig) -> None:
+def _preprocess(cfg: DictConfig) -> None:
     get_plugins().registries.task.build(cfg.task, cfg).prepare()
 
 
-def main() -> None:
-    get_plugins()
-    register_schemas()
-    _main()
-
+main = hydra_entry("train", _preprocess)
 
 if __name__ == "__main__":
     main()

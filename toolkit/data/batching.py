@@ -41,7 +41,9 @@ class EpochBatchIterator:
     Each epoch visits every kept pair exactly once. With ``shuffle``, pairs are sorted by
     length with seeded random tie-breaking (bucketing) and the batch order is shuffled. The
     position (``epoch``, ``iterations_in_epoch``) is what a checkpoint stores to resume.
-    ``shard`` (rank, world size) gives each data-parallel worker every world-th batch.
+    ``shard`` (rank, world size) gives each data-parallel worker every world-th batch; in
+    training (``shuffle``) the last few batches are dropped so every rank gets as many, in
+    evaluation every batch is kept.
     """
 
     def __init__(self, dataset: LanguagePairDataset, max_tokens: int, max_sentences: int | None = None,
@@ -68,8 +70,8 @@ class EpochBatchIterator:
         batches = batch_by_size(order, self.num_tokens, self.max_tokens, self.max_sentences)
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        if self.world_size > 1:  # every rank gets the same number of batches
-            usable = len(batches) - len(batches) % self.world_size
+        if self.world_size > 1:
+            usable = len(batches) - len(batches) % self.world_size if self.shuffle else len(batches)
             batches = batches[self.rank : usable : self.world_size]
         return batches
 

@@ -17,6 +17,7 @@ import toolkit
 from toolkit.config import save_config, validate_train_config
 from toolkit.plugins import PluginSession, get_plugins
 from toolkit.training.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
+from toolkit.training.distributed import DistributedContext, init_distributed, shutdown
 from toolkit.training.progress import Meter, Reporter, summarize
 from toolkit.training.trainer import Trainer
 
@@ -26,8 +27,11 @@ logger = logging.getLogger("toolkit.train")
 def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, Any]:
     """Train as ``cfg`` says, resuming from ``checkpoint_last.pt`` when there is one.
 
+    Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel; see
+    ``toolkit.training.distributed``.
+
     :return: ``{"num_updates", "epoch", "train_losses" (per update), "valid" (per epoch),
-        "interrupted", "save_dir"}``.
+        "interrupted", "save_dir", "model"}``.
     """
     validate_train_config(cfg)
     plugins = plugins or get_plugins()
@@ -36,36 +40,54 @@ def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, An
     if cfg.common.threads:
         torch.set_num_threads(cfg.common.threads)
     torch.manual_seed(cfg.common.seed)
-    save_dir = Path(cfg.checkpoint.save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
+    distributed = init_distributed(cfg.common.device)
+    try:
+        return _train(cfg, plugins, distributed)
+    finally:
+        shutdown(distributed)
 
+
+def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedContext) -> dict[str, Any]:
+    master = distributed.is_master  # only rank 0 writes checkpoints, logs and tensorboard
+    save_dir = Path(cfg.checkpoint.save_dir)
     task = plugins.registries.task.build(cfg.task, cfg)
-    task.prepare()
+    if master:  # preprocess once; the other ranks then find the data up to date
+        save_dir.mkdir(parents=True, exist_ok=True)
+        task.prepare()
+    distributed.barrier()
+    if not master:
+        task.prepare()
     model = task.build_model(plugins.registries, cfg.model)
     plugins.hook.toolkit_modify_model(model=model, cfg=cfg)
     criterion = task.build_criterion(plugins.registries, cfg.criterion)
-    trainer = Trainer(cfg, task, model, criterion, plugins)
+    trainer = Trainer(cfg, task, model, criterion, plugins, distributed)
     logger.info("model %s: %d parameters; criterion %s; %s on %s", cfg.model.get("arch") or cfg.model._name,
                 sum(p.numel() for p in model.parameters()), cfg.criterion._name, cfg.common.precision,
                 trainer.device)
 
     max_positions = min(cfg.dataset.max_positions, *model.max_positions())
-    train_itr = task.batch_iterator(task.load_dataset(cfg.dataset.train_subset, max_positions), train=True)
+    shard = (distributed.rank, distributed.world_size)
+    train_itr = task.batch_iterator(task.load_dataset(cfg.dataset.train_subset, max_positions), True, shard)
     valid_data = task.load_dataset(cfg.dataset.valid_subset, max_positions)
     checkpoints = CheckpointManager(save_dir, cfg.checkpoint.keep_last_epochs, cfg.checkpoint.maximize_best_metric)
     if cfg.checkpoint.resume and checkpoints.last_path.exists():
         _resume(checkpoints, trainer, train_itr, plugins)
-    save_config(cfg, save_dir / "config.yaml")
+    if master:
+        save_config(cfg, save_dir / "config.yaml")
 
-    opt, reporter = cfg.optimization, Reporter(cfg.common.log_format, cfg.common.tensorboard_dir)
+    opt = cfg.optimization
+    reporter = Reporter(cfg.common.log_format if master else "none", cfg.common.tensorboard_dir if master else None)
     history: dict[str, Any] = {"train_losses": [], "valid": [], "interrupted": False, "save_dir": str(save_dir)}
 
     def save(end_of_epoch: bool, valid_stats: dict[str, float] | None = None) -> None:
         if cfg.checkpoint.no_save:
             return
+        state = _checkpoint_state(cfg, trainer, train_itr, plugins)  # every rank: RNG states are gathered
+        if not master:
+            return
         metric = valid_stats.get(cfg.checkpoint.best_metric) if valid_stats else None
         epoch = train_itr.epoch - 1 if end_of_epoch else None
-        written = checkpoints.save(_checkpoint_state(cfg, trainer, train_itr, plugins), epoch, metric)
+        written = checkpoints.save(state, epoch, metric)
         logger.info("saved %s (update %d)", ", ".join(p.name for p in written), trainer.num_updates)
 
     start = time.monotonic()
@@ -79,7 +101,7 @@ def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, An
 
     with _stop_on_signals() as stop:
         while not done():
-            epoch, meter, window = train_itr.epoch, Meter(), Meter()
+            epoch, meter, window, stop_reason = train_itr.epoch, Meter(), Meter(), None
             batches = reporter.iterate(train_itr.next_epoch_itr(), len(train_itr), epoch)
             for samples in _groups(batches, opt.update_freq):
                 logging_output = trainer.train_step(samples)
@@ -91,12 +113,15 @@ def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, An
                     reporter.log("train_inner", _with_progress(summarize(window, criterion.reduce_metrics),
                                                                epoch, trainer), trainer.num_updates)
                     window.reset()
-                if stop.is_set() or (opt.max_update and trainer.num_updates >= opt.max_update) or out_of_time():
+                if distributed.any(stop.is_set() or out_of_time()):  # every rank stops at the same update
+                    stop_reason = "signal" if distributed.any(stop.is_set()) else "time"
+                    break
+                if opt.max_update and trainer.num_updates >= opt.max_update:
                     break
                 if cfg.checkpoint.save_interval_updates and trainer.num_updates % cfg.checkpoint.save_interval_updates == 0:
                     save(end_of_epoch=False)
-            if stop.is_set():
-                logger.warning("stopping on signal %s at update %d", stop.signal, trainer.num_updates)
+            if stop_reason == "signal":
+                logger.warning("stopping on a signal at update %d", trainer.num_updates)
                 save(end_of_epoch=False)
                 history["interrupted"] = True
                 break
@@ -105,7 +130,7 @@ def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, An
                          trainer.num_updates)
             valid_stats = None
             if end_of_epoch and epoch % opt.validate_interval == 0 or done():
-                valid_stats = validate(trainer, task, valid_data)
+                valid_stats = validate(trainer, task, valid_data, shard)
                 if cfg.validation.bleu:
                     valid_stats["bleu"] = validation_bleu(cfg, trainer, task, plugins)
                 plugins.hook.toolkit_on_epoch_end(trainer=trainer, epoch=epoch, valid_stats=valid_stats)
@@ -115,16 +140,21 @@ def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, An
     reporter.close()
     epoch = train_itr.epoch - 1 if train_itr.end_of_epoch() else train_itr.epoch  # the last one trained
     logger.info("done training: %d updates, epoch %d", trainer.num_updates, epoch)
-    history.update(num_updates=trainer.num_updates, epoch=epoch)
+    history.update(num_updates=trainer.num_updates, epoch=epoch, model=trainer.module)
     return history
 
 
-def validate(trainer: Trainer, task, dataset) -> dict[str, float]:
-    """Loss, nll and perplexity on a whole split."""
+def validate(trainer: Trainer, task, dataset, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
+    """Loss, nll and perplexity on a whole split (each rank scores its share)."""
     meter = Meter()
-    for sample in task.batch_iterator(dataset, train=False).next_epoch_itr():
+    for sample in task.batch_iterator(dataset, train=False, shard=shard).next_epoch_itr():
         meter.add(trainer.valid_step(sample))
-    return trainer.criterion.reduce_metrics(meter.totals())
+    totals = meter.totals()
+    if trainer.distributed.enabled:
+        keys = sorted(totals)
+        summed = trainer.distributed.all_reduce_sum(torch.tensor([totals[k] for k in keys], dtype=torch.float64))
+        totals = dict(zip(keys, summed.tolist()))
+    return trainer.criterion.reduce_metrics(totals)
 
 
 def validation_bleu(cfg: DictConfig, trainer: Trainer, task, plugins: PluginSession) -> float:
@@ -136,7 +166,7 @@ def validation_bleu(cfg: DictConfig, trainer: Trainer, task, plugins: PluginSess
     data, settings = task.data_dir(), task.settings()
     sources = read_lines(data / f"{cfg.dataset.valid_subset}.{settings.source_lang}")
     references = read_lines(data / f"{cfg.dataset.valid_subset}.{settings.target_lang}")
-    translator = Translator(task, trainer.model, generation_config(cfg.validation.generation), plugins,
+    translator = Translator(task, trainer.module, generation_config(cfg.validation.generation), plugins,
                             max_sentences=cfg.validation.max_sentences)
     with trainer.autocast():
         hypotheses = [t.text for t in translator.translate(sources)]
@@ -152,7 +182,7 @@ def _checkpoint_state(cfg: DictConfig, trainer: Trainer, train_itr, plugins: Plu
         "cfg": OmegaConf.to_container(cfg, resolve=True),
         "task": trainer.task.state_dict(),
         "iterator": train_itr.state_dict(),
-        "rng": rng_state(),
+        "rng": trainer.distributed.all_gather(rng_state()),  # one per rank
         "plugins": {"versions": plugins.external(), "providers": plugins.registries.providers(cfg)},
         "plugin_state": plugin_state,
         "toolkit_version": toolkit.__version__,
@@ -175,7 +205,8 @@ def _resume(checkpoints: CheckpointManager, trainer: Trainer, train_itr, plugins
     trainer.load_state_dict(state)
     train_itr.load_state_dict(state["iterator"])
     plugins.hook.toolkit_load_checkpoint_state(state=state.get("plugin_state", {}), trainer=trainer)
-    set_rng_state(state["rng"])
+    rng = state["rng"]  # a list with one state per rank
+    set_rng_state(rng[trainer.distributed.rank] if len(rng) == trainer.distributed.world_size else rng[0])
     checkpoints.best = state.get("best_metric")
     logger.info("resumed from %s: update %d, epoch %d, batch %d", path, trainer.num_updates,
                 train_itr.epoch, train_itr.iterations_in_epoch)

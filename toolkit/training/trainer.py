@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from toolkit.plugins import PluginSession
+from toolkit.training.distributed import DataParallelModel, DistributedContext
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +35,19 @@ class Trainer:
     """Owns model, criterion, optimizer, schedule and loss scaler, and their saved state."""
 
     def __init__(self, cfg: DictConfig, task, model: torch.nn.Module, criterion: torch.nn.Module,
-                 plugins: PluginSession):
+                 plugins: PluginSession, distributed: DistributedContext | None = None):
         self.cfg, self.task, self.plugins = cfg, task, plugins
+        self.distributed = distributed or DistributedContext()
         self.device = resolve_device(cfg.common.device)
-        self.model, self.criterion = model.to(self.device), criterion.to(self.device)
+        if self.device.type == "cuda" and self.distributed.enabled:
+            self.device = torch.device("cuda", self.distributed.local_rank)
+        self.module = model.to(self.device)  # the model itself, for saving and generation
+        self.model = self.module  # what the training step calls: DDP-wrapped when distributed
+        if self.distributed.enabled:
+            self.model = DataParallelModel(self.module, device_ids=[self.device] if self.device.type == "cuda" else None)
+        self.criterion = criterion.to(self.device)
         self.precision = cfg.common.precision
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = plugins.registries.optimizer.build(cfg.optim, params)
         self.lr_scheduler = plugins.registries.lr_scheduler.build(cfg.lr_scheduler, self.optimizer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
@@ -55,25 +63,34 @@ class Trainer:
     def train_step(self, samples: list[dict[str, Any]]) -> dict[str, Any] | None:
         """One update from ``samples`` (``update_freq`` batches); ``None`` if it was skipped.
 
-        Returns summed logging outputs plus ``grad_norm`` and ``lr``.
+        Returns summed logging outputs (over all ranks) plus ``grad_norm`` and ``lr``. Gradients
+        are divided by the summed ``sample_size`` of every batch of every rank.
         """
         self.model.train()
         self.criterion.train()
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, Any] = {}
         sample_size = 0.0
-        for sample in samples:
+        for i, sample in enumerate(samples):
             sample = move_to(sample, self.device)
-            with self.autocast():
-                loss, size, logging_output = self.plugins.hook.toolkit_train_step(
-                    model=self.model, criterion=self.criterion, sample=sample, trainer=self)
-            self.scaler.scale(loss).backward()
+            last = i == len(samples) - 1
+            # DDP synchronizes gradients on the last batch of an update only
+            sync = contextlib.nullcontext() if last or not self.distributed.enabled else self.model.no_sync()
+            with sync:
+                with self.autocast():
+                    loss, size, logging_output = self.plugins.hook.toolkit_train_step(
+                        model=self.model, criterion=self.criterion, sample=sample, trainer=self)
+                self.scaler.scale(loss).backward()
             sample_size += size
             for key, value in logging_output.items():
                 totals[key] = totals.get(key, 0) + value
+        grad_scale = 1.0
+        if self.distributed.enabled:  # DDP averaged gradients over ranks; undo, then normalize
+            totals, sample_size = self._sum_over_ranks(totals, sample_size)
+            grad_scale = self.distributed.world_size
         self.scaler.unscale_(self.optimizer)
         params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
-        torch._foreach_mul_([p.grad for p in params], 1.0 / max(sample_size, 1.0))
+        torch._foreach_mul_([p.grad for p in params], grad_scale / max(sample_size, 1.0))
         clip = self.cfg.optimization.clip_norm
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
         if self.precision == "fp16":
@@ -95,17 +112,24 @@ class Trainer:
         totals["grad_norm"] = grad_norm.detach()
         return totals
 
+    def _sum_over_ranks(self, totals: dict[str, Any], sample_size: float) -> tuple[dict[str, Any], float]:
+        keys = sorted(totals)
+        values = torch.tensor([float(sample_size)] + [float(totals[k]) for k in keys], dtype=torch.float64,
+                              device=self.device if self.device.type == "cuda" else "cpu")
+        values = self.distributed.all_reduce_sum(values).tolist()
+        return dict(zip(keys, values[1:])), values[0]
+
     @torch.no_grad()
     def valid_step(self, sample: dict[str, Any]) -> dict[str, Any]:
-        self.model.eval()
+        self.module.eval()
         self.criterion.eval()
         with self.autocast():
-            _, _, logging_output = self.criterion(self.model, move_to(sample, self.device))
+            _, _, logging_output = self.criterion(self.module, move_to(sample, self.device))
         return logging_output
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(),
+            "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -114,7 +138,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if state.get("scaler"):

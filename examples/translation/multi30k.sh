@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Multi30k de->en (test2016) with transformer_small on CPU: train 40 minutes, average the last
+# epoch checkpoints, score with sacreBLEU and time beam-5 batch-64 decoding.
+# Usage: examples/translation/multi30k.sh [DATA] [RUN]
+set -euo pipefail
+DATA=${1:-../shared/data/multi30k-task1}
+RUN=${2:-runs/multi30k-de-en}
+
+toolkit-train task.data="$DATA" task.source_lang=de task.target_lang=en task.vocab_size=8000 \
+    model=transformer_small optim.lr=1e-3 lr_scheduler.warmup_updates=400 dataset.max_tokens=2048 \
+    optimization.max_time_minutes=40 common.threads=2 checkpoint.keep_last_epochs=6 \
+    checkpoint.save_dir="$RUN" common.log_interval=100
+
+python scripts/average_checkpoints.py --dir "$RUN" --last 5 --output "$RUN/checkpoint_avg5.pt"
+for ckpt in checkpoint_best checkpoint_avg5; do
+    toolkit-generate path="$RUN/$ckpt.pt" data="$DATA" split=test generation.beam=5 \
+        max_sentences=64 threads=2 output="$RUN/$ckpt.test.en"
+done
+python scripts/benchmark_generate.py --checkpoint "$RUN/checkpoint_avg5.pt" --source "$DATA/test.de" \
+    --reference "$DATA/test.en" --beam 5 --batch 64 --threads 2
