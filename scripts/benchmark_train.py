@@ -8,7 +8,10 @@ Data preparation and start-up are excluded. Example (CPU, Multi30k de->en)::
     python scripts/benchmark_train.py --data ../shared/data/multi30k-task1 --source-lang de \
         --target-lang en --arch transformer_small --max-tokens 4096 --threads 2
 
-Any further ``key=value`` arguments are passed to the config as overrides.
+Any further ``key=value`` arguments are passed to the config as overrides. Under torchrun it
+measures data-parallel training (tokens/s summed over ranks, printed by rank 0)::
+
+    torchrun --nproc_per_node=2 scripts/benchmark_train.py --threads 1 ...
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 
 from toolkit.config import compose_train_config
 from toolkit.plugins import get_plugins
+from toolkit.training.distributed import init_distributed, shutdown
 from toolkit.training.trainer import Trainer
 
 
@@ -59,13 +63,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(cfg.common.seed)
     plugins = get_plugins()
+    distributed = init_distributed(cfg.common.device)
     task = plugins.registries.task.build(cfg.task, cfg)
+    if distributed.is_master:
+        task.prepare()
+    distributed.barrier()
     task.prepare()
     model = task.build_model(plugins.registries, cfg.model)
     plugins.hook.toolkit_modify_model(model=model, cfg=cfg)
-    trainer = Trainer(cfg, task, model, task.build_criterion(plugins.registries, cfg.criterion), plugins)
+    trainer = Trainer(cfg, task, model, task.build_criterion(plugins.registries, cfg.criterion), plugins,
+                      distributed)
     max_positions = min(cfg.dataset.max_positions, *model.max_positions())
-    itr = task.batch_iterator(task.load_dataset("train", max_positions), train=True)
+    itr = task.batch_iterator(task.load_dataset("train", max_positions), train=True,
+                              shard=(distributed.rank, distributed.world_size))
 
     def updates():
         while True:
@@ -83,6 +93,7 @@ def main() -> None:
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    distributed.barrier()
     tokens, start = 0, time.perf_counter()
     for group in groups:
         trainer.train_step(group)
@@ -91,6 +102,10 @@ def main() -> None:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     padded = sum(s["target"].numel() for g in groups for s in g)
+    tokens, padded = (int(x) for x in distributed.all_reduce_sum(torch.tensor([tokens, padded])))
+    shutdown(distributed)
+    if not distributed.is_master:
+        return
     if trainer.device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
         peak_label = "peak GPU memory"
@@ -98,7 +113,7 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         peak_label = "peak RSS"
     print(f"arch                {args.arch} ({cfg.common.precision}, {trainer.device}, "
-          f"{torch.get_num_threads()} threads)")
+          f"{distributed.world_size} process(es) x {torch.get_num_threads()} threads)")
     print(f"parameters          {model.num_parameters():,}")
     print(f"timed updates       {args.steps} (after {args.warmup} warm-up), {elapsed:.2f} s")
     print(f"target tokens/s     {tokens / elapsed:,.0f}")

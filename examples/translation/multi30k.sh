@@ -6,10 +6,8 @@ set -euo pipefail
 DATA=${1:-../shared/data/multi30k-task1}
 RUN=${2:-runs/multi30k-de-en}
 
-toolkit-train task.data="$DATA" task.source_lang=de task.target_lang=en task.vocab_size=8000 \
-    model=transformer_small optim.lr=1e-3 lr_scheduler.warmup_updates=400 dataset.max_tokens=2048 \
-    optimization.max_time_minutes=40 common.threads=2 checkpoint.keep_last_epochs=6 \
-    checkpoint.save_dir="$RUN" common.log_interval=100
+toolkit-train task=multi30k_de_en task.data="$DATA" model=transformer_small common.threads=2 \
+    checkpoint.save_dir="$RUN" common.log_interval=100   # settings: toolkit/conf/recipe/multi30k_de_en.yaml
 
 python scripts/average_checkpoints.py --dir "$RUN" --last 5 --output "$RUN/checkpoint_avg5.pt"
 for ckpt in checkpoint_best checkpoint_avg5; do
