@@ -95,9 +95,9 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
     def out_of_time() -> bool:
         return bool(opt.max_time_minutes and time.monotonic() - start >= 60 * opt.max_time_minutes)
 
-    def done() -> bool:
-        return bool(opt.max_update and trainer.num_updates >= opt.max_update) or bool(
-            opt.max_epoch and train_itr.epoch > opt.max_epoch) or out_of_time()
+    def done() -> bool:  # the same answer on every rank
+        return distributed.any(bool(opt.max_update and trainer.num_updates >= opt.max_update) or bool(
+            opt.max_epoch and train_itr.epoch > opt.max_epoch) or out_of_time())
 
     with _stop_on_signals() as stop:
         while not done():
@@ -128,8 +128,8 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
             end_of_epoch = train_itr.end_of_epoch()
             reporter.log("train", _with_progress(summarize(meter, criterion.reduce_metrics), epoch, trainer),
                          trainer.num_updates)
-            valid_stats = None
-            if end_of_epoch and epoch % opt.validate_interval == 0 or done():
+            valid_stats, finishing = None, done()
+            if end_of_epoch and epoch % opt.validate_interval == 0 or finishing:
                 valid_stats = validate(trainer, task, valid_data, shard)
                 if cfg.validation.bleu:
                     valid_stats["bleu"] = validation_bleu(cfg, trainer, task, plugins)
