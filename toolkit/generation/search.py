@@ -75,8 +75,10 @@ class Sampling(Search):
             sorted_logits = sorted_logits.masked_fill(before >= self.cfg.topp, float("-inf"))
             logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
         probs = logits.softmax(-1).view(-1, vocab).cpu()
-        valid = (probs > 0).sum(-1, keepdim=True)  # rows with a single allowed token repeat it
-        draws = torch.multinomial(probs + (valid < 2) * 1e-12, 2, replacement=False, generator=self.generator)
+        # two distinct draws need two possible tokens: a row with one (top-k 1, forced </s>) gets
+        # a negligible weight on the others for its second draw, used only if the first ends
+        allowed = (probs > 0).sum(-1, keepdim=True)
+        draws = torch.multinomial(probs + (allowed < 2) * 1e-12, 2, replacement=False, generator=self.generator)
         tokens = draws.to(lprobs.device).view(batch, beam, 2)  # (B, K, 2)
         token_scores = lprobs.gather(-1, tokens) + scores[:, :, None]
         # first draws of every hypothesis, then second draws: the loop prefers the first
