@@ -8,7 +8,7 @@ hypotheses sorted by score. Scores are summed token log-probabilities divided by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 

@@ -31,7 +31,7 @@ class IncrementalState:
 
     Self-attention caches grow by one position per step. Cross-attention keys/values are
     computed from the encoder output once, at the first step. ``reorder`` follows hypotheses
-    that move between beam slots; ``select`` also shrinks the batch when sentences finish.
+    that move between beam slots; ``select_sentences`` shrinks the batch when sentences finish.
     """
 
     def __init__(self, num_layers: int):

@@ -231,7 +231,6 @@ def _groups(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
 def _stop_on_signals() -> Iterator[threading.Event]:
     """SIGINT/SIGTERM set an event the loop checks after each update (a second one aborts)."""
     stop = threading.Event()
-    stop.signal = None  # type: ignore[attr-defined]
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
@@ -239,7 +238,6 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     def handler(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
-        stop.signal = signal.Signals(signum).name  # type: ignore[attr-defined]
         stop.set()
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
