@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit.models.attention import MultiheadAttention
+from toolkit.models.dropout import Dropout
 from toolkit.models.incremental_state import KVCache
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
@@ -20,7 +21,7 @@ class FeedForward(nn.Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
         self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-        self.activation, self.dropout = ACTIVATIONS[activation], nn.Dropout(activation_dropout)
+        self.activation, self.dropout = ACTIVATIONS[activation], Dropout(activation_dropout)
         for fc in (self.fc1, self.fc2):
             nn.init.xavier_uniform_(fc.weight)
             nn.init.zeros_(fc.bias)
@@ -34,7 +35,7 @@ class Residual(nn.Module):
 
     def __init__(self, dim: int, dropout: float, pre_norm: bool):
         super().__init__()
-        self.norm, self.dropout, self.pre_norm = nn.LayerNorm(dim), nn.Dropout(dropout), pre_norm
+        self.norm, self.dropout, self.pre_norm = nn.LayerNorm(dim), Dropout(dropout), pre_norm
 
     def forward(self, x: torch.Tensor, sublayer) -> torch.Tensor:
         if self.pre_norm:
@@ -110,7 +111,7 @@ class TokenEmbedding(nn.Module):
         self.embed_tokens = embed_tokens
         self.positions = SinusoidalPositions(dim, max_positions)
         self.scale = math.sqrt(dim) if scale else 1.0
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
         """tokens: (B, L) at positions start.. -> (B, L, C)"""
