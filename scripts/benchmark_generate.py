@@ -3,15 +3,21 @@
 
     python scripts/benchmark_generate.py --checkpoint RUN/checkpoint_best.pt \
         --source ../shared/data/multi30k-task1/test.de --reference ../shared/data/multi30k-task1/test.en \
-        --beam 5 --batch 64 --threads 2
+        --beam 5 --batch 64 --threads 2 [--compare-ct2]
 
 The source text is read and tokenized before timing; a warm-up pass on the first batch is not
 timed. With --reference it also prints sacreBLEU, so speed and quality come from one run.
+With --compare-ct2 the checkpoint is exported to CTranslate2 (float32) and the same
+sentences are decoded by both, one after the other in this process, with the same beam,
+batch, length penalty and threads; it prints both speeds, their ratio and the fraction of
+identical hypotheses.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
+import time
 
 import torch
 
@@ -22,7 +28,7 @@ from toolkit.generation.translator import Translator
 from toolkit.scoring.bleu import score
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--source", required=True)
@@ -33,10 +39,16 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
+    parser.add_argument("--compare-ct2", action="store_true", help="also decode with CTranslate2 and compare")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     sources = read_lines(args.source)[: args.limit]
+    references = read_lines(args.reference)[: args.limit] if args.reference else None
     translator = Translator.from_checkpoint(args.checkpoint, GenerationConfig(beam=args.beam, lenpen=args.lenpen),
                                             device=args.device, max_sentences=args.batch)
     translator.translate(sources[: args.batch])  # warm-up
@@ -44,11 +56,47 @@ def main() -> None:
     with meter:
         translations = translator.translate(sources)
     meter.add(translations)
+    ours = [t.text for t in translations]
     print(f"beam {args.beam}, batch {args.batch} sentences, {torch.get_num_threads()} threads, {translator.device}")
-    print(meter.summary())
-    if args.reference:
-        references = read_lines(args.reference)[: args.limit]
-        print(score([t.text for t in translations], references).lines()[0])
+    print(f"toolkit      {meter.summary()}")
+    if references:
+        print(f"toolkit      {score(ours, references).lines()[0]}")
+    if args.compare_ct2:
+        compare_ct2(args, translator, sources, references, ours, meter)
+
+
+def compare_ct2(args: argparse.Namespace, translator: Translator, sources: list[str],
+                references: list[str] | None, ours: list[str], meter: SpeedMeter) -> None:
+    import ctranslate2
+
+    from toolkit.export.ctranslate2 import export_checkpoint
+
+    task = translator.task
+    pieces = [[task.src_dict.symbols[i] for i in ids] for ids in task.src_tokenizer.encode(sources)]
+    max_length = translator.model.max_positions()[1] - 1
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = export_checkpoint(args.checkpoint, f"{tmp}/model")
+        ct2 = ctranslate2.Translator(str(model_dir), device="cpu", inter_threads=1,
+                                     intra_threads=torch.get_num_threads())
+
+        def run(batch: list[list[str]]):
+            return ct2.translate_batch(batch, beam_size=args.beam, max_batch_size=args.batch,
+                                       length_penalty=args.lenpen, max_decoding_length=max_length)
+
+        run(pieces[: args.batch])  # warm-up
+        start = time.perf_counter()
+        results = run(pieces)
+        seconds = time.perf_counter() - start
+    theirs = [task.tgt_tokenizer.decode(task.tgt_dict.encode_tokens(r.hypotheses[0])) for r in results]
+    tokens = sum(len(r.hypotheses[0]) + 1 for r in results)  # + </s>, as ours counts it
+    print(f"ctranslate2  translated {len(results)} sentences ({tokens} target tokens) in {seconds:.2f} s: "
+          f"{len(results) / seconds:.1f} sentences/s, {tokens / seconds:.1f} tokens/s "
+          f"(ctranslate2 {ctranslate2.__version__}, float32)")
+    if references:
+        print(f"ctranslate2  {score(theirs, references).lines()[0]}")
+    same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+    print(f"time ratio   toolkit / ctranslate2 = {meter.seconds / seconds:.2f}")
+    print(f"identical    {same} of {len(ours)} hypotheses ({same / max(len(ours), 1):.1%})")
 
 
 if __name__ == "__main__":

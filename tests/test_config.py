@@ -210,10 +210,12 @@ def test_non_positive_max_tokens_is_rejected():
     ("common.log_format=xml", "common.log_format must be"),
     ("optimization.update_freq=0", "optimization.update_freq must be >= 1"),
     ("optimization.clip_norm=-1", "optimization.clip_norm must be >= 0"),
+    ("common.distributed_strategy=zero3", "common.distributed_strategy must be ddp or fsdp, got 'zero3'"),
+    ("common.distributed_strategy=fsdp validation.bleu=true", "validation.bleu needs the whole model on one rank"),
 ])
 def test_bad_values_are_rejected(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
-        validate_train_config(compose_train_config([override]))
+        validate_train_config(compose_train_config(override.split()))
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])

@@ -33,6 +33,8 @@ class CommonConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + dynamic loss scaling)
     threads: Optional[int] = None  # torch intra-op threads; None keeps torch's default
+    compile: bool = False  # torch.compile the model for training (dropout then draws from inductor's RNG)
+    distributed_strategy: str = "ddp"  # under torchrun: ddp (replicated) | fsdp (sharded, FSDP2)
     log_interval: int = 50  # updates between training log lines
     log_format: str = "auto"  # auto (bar on a terminal, lines otherwise) | tqdm | simple | none
     tensorboard_dir: Optional[str] = "${checkpoint.save_dir}/tensorboard"  # null: off
@@ -172,6 +174,11 @@ def validate_train_config(cfg: DictConfig) -> None:
         problems.append(f"optimization.clip_norm must be >= 0, got {cfg.optimization.clip_norm}")
     if cfg.common.precision not in ("fp32", "bf16", "fp16"):
         problems.append(f"common.precision must be fp32, bf16 or fp16, got {cfg.common.precision!r}")
+    if cfg.common.distributed_strategy not in ("ddp", "fsdp"):
+        problems.append(f"common.distributed_strategy must be ddp or fsdp, got {cfg.common.distributed_strategy!r}")
+    if cfg.common.distributed_strategy == "fsdp" and cfg.validation.bleu:
+        problems.append("validation.bleu needs the whole model on one rank: with common.distributed_strategy=fsdp, "
+                        "score saved checkpoints with toolkit-generate instead")
     if cfg.common.log_format not in ("auto", "tqdm", "simple", "none"):
         problems.append(f"common.log_format must be auto, tqdm, simple or none, got {cfg.common.log_format!r}")
     if problems:

@@ -3,11 +3,13 @@
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
 from toolkit.config import compose_train_config
-from toolkit.training.checkpoint import load_checkpoint
+from toolkit.training.checkpoint import CheckpointError, load_checkpoint
+from toolkit.training.sharding import is_sharded
 from toolkit.training.train import train
 
 SMALL = [
@@ -29,7 +31,8 @@ def _worker(rank: int, world: int, port: int, overrides: list[str], out: str) ->
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     history = train(compose_train_config([*SMALL, *overrides]))
-    torch.save({"losses": history["train_losses"], "model": history["model"].state_dict(),
+    model = history["model"]  # a sharded model's full weights are in its checkpoint only
+    torch.save({"losses": history["train_losses"], "model": None if is_sharded(model) else model.state_dict(),
                 "num_updates": history["num_updates"]}, f"{out}.rank{rank}")
 
 
@@ -71,3 +74,28 @@ def test_a_distributed_run_resumes_the_same_curve(tmp_path):
     assert first[0]["losses"] + second[0]["losses"] == straight[0]["losses"]
     for key, value in straight[0]["model"].items():
         assert torch.equal(value, second[0]["model"][key]), key
+
+
+def test_fsdp_trains_like_ddp_writes_full_checkpoints_and_resumes(tmp_path):
+    common = ["model.dropout=0.0", "common.threads=1", "common.tensorboard_dir=null"]
+    ddp = run_two_processes(tmp_path, "ddp", *common, "optimization.max_update=6",
+                            f"checkpoint.save_dir={tmp_path / 'ddp'}")
+    fsdp = run_two_processes(tmp_path, "fsdp1", *common, "optimization.max_update=3",
+                             "common.distributed_strategy=fsdp", f"checkpoint.save_dir={tmp_path / 'fsdp'}")
+    # the checkpoint holds full tensors (rank 0 wrote them), loadable without any process group
+    state = load_checkpoint(tmp_path / "fsdp" / "checkpoint_last.pt")
+    assert state["sharded_optimizer"] and state["num_updates"] == 3
+    for key, value in ddp[0]["model"].items():
+        assert state["model"][key].shape == value.shape, key
+    resumed = run_two_processes(tmp_path, "fsdp2", *common, "optimization.max_update=6",
+                                "common.distributed_strategy=fsdp", f"checkpoint.save_dir={tmp_path / 'fsdp'}")
+    # sharded training makes the same updates as replicated training, across the resume too
+    torch.testing.assert_close(torch.tensor(fsdp[0]["losses"] + resumed[0]["losses"]),
+                               torch.tensor(ddp[0]["losses"]), rtol=1e-5, atol=1e-6)
+    final = load_checkpoint(tmp_path / "fsdp" / "checkpoint_last.pt")["model"]
+    for key, value in ddp[0]["model"].items():
+        torch.testing.assert_close(final[key], value, rtol=1e-4, atol=1e-5)
+    # a sharded run's optimizer state cannot silently resume a replicated run
+    with pytest.raises(CheckpointError, match="distributed_strategy"):
+        train(compose_train_config([*SMALL, *common, "optimization.max_update=8",
+                                    f"checkpoint.save_dir={tmp_path / 'fsdp'}"]))

@@ -7,6 +7,7 @@ import threading
 from typing import Any, Iterator
 
 import numpy as np
+import torch
 
 from toolkit.data.language_pair_dataset import LanguagePairDataset
 
@@ -48,11 +49,11 @@ class EpochBatchIterator:
 
     def __init__(self, dataset: LanguagePairDataset, max_tokens: int, max_sentences: int | None = None,
                  seed: int = 1, shuffle: bool = True, bucket_by_length: bool = True,
-                 num_workers: int = 1, shard: tuple[int, int] = (0, 1)):
+                 num_workers: int = 1, shard: tuple[int, int] = (0, 1), pin_memory: bool = False):
         self.dataset = dataset
         self.max_tokens, self.max_sentences = max_tokens, max_sentences
         self.seed, self.shuffle, self.bucket = seed, shuffle, bucket_by_length
-        self.num_workers = num_workers
+        self.num_workers, self.pin_memory = num_workers, pin_memory
         self.rank, self.world_size = shard
         self.num_tokens = np.maximum(dataset.src_sizes, dataset.tgt_sizes)  # (N,)
         self.epoch = 1  # the epoch the next call to next_epoch_itr() starts or resumes
@@ -84,6 +85,8 @@ class EpochBatchIterator:
         self.iterations_in_epoch = self._resume_offset
         self._resume_offset = 0
         samples = (self.dataset.collate(b) for b in batches)
+        if self.pin_memory:  # page-locked, so the trainer's non-blocking copies to the GPU overlap
+            samples = (_pin(sample) for sample in samples)
         if self.num_workers > 0:
             samples = _prefetch(samples, depth=4 * self.num_workers)
         for sample in samples:
@@ -100,6 +103,14 @@ class EpochBatchIterator:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch = int(state["epoch"])
         self.iterations_in_epoch = self._resume_offset = int(state["iterations_in_epoch"])
+
+
+def _pin(sample: Any) -> Any:
+    if isinstance(sample, torch.Tensor):
+        return sample.pin_memory()
+    if isinstance(sample, dict):
+        return {key: _pin(value) for key, value in sample.items()}
+    return sample
 
 
 _DONE = object()

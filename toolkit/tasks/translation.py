@@ -80,12 +80,12 @@ class TranslationTask(Task):
         tgt = IndexedDataset(f"{prefix}.{s.target_lang}")
         return LanguagePairDataset(src, tgt, self.src_dict, self.tgt_dict, max_positions, name=split)
 
-    def batch_iterator(self, dataset: LanguagePairDataset, train: bool,
-                       shard: tuple[int, int] = (0, 1)) -> EpochBatchIterator:
+    def batch_iterator(self, dataset: LanguagePairDataset, train: bool, shard: tuple[int, int] = (0, 1),
+                       pin_memory: bool = False) -> EpochBatchIterator:
         d = self.run_cfg.dataset
         return EpochBatchIterator(dataset, d.max_tokens, d.max_sentences, seed=self.run_cfg.common.seed,
                                   shuffle=train, bucket_by_length=d.bucket_by_length or not train,
-                                  num_workers=d.num_workers, shard=shard)
+                                  num_workers=d.num_workers, shard=shard, pin_memory=pin_memory)
 
     def build_model(self, registries: Registries, model_cfg: Any):
         return registries.model.build(model_cfg, self.src_dict, self.tgt_dict)

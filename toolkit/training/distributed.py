@@ -8,6 +8,7 @@ CPU, nccl on GPU). Multi-node runs use torchrun's own rendezvous flags (``--nnod
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -78,7 +79,10 @@ def init_distributed(device: str) -> DistributedContext:
 
 
 def shutdown(context: DistributedContext) -> None:
+    """Leave the job. Collective work still referenced (a DDP reducer in a reference cycle) is
+    collected first: gloo threads that outlive the process group abort the interpreter at exit."""
     if context.enabled and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 

@@ -67,7 +67,8 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
 
     max_positions = min(cfg.dataset.max_positions, *model.max_positions())
     shard = (distributed.rank, distributed.world_size)
-    train_itr = task.batch_iterator(task.load_dataset(cfg.dataset.train_subset, max_positions), True, shard)
+    train_itr = task.batch_iterator(task.load_dataset(cfg.dataset.train_subset, max_positions), True, shard,
+                                    pin_memory=trainer.device.type == "cuda")
     valid_data = task.load_dataset(cfg.dataset.valid_subset, max_positions)
     checkpoints = CheckpointManager(save_dir, cfg.checkpoint.keep_last_epochs, cfg.checkpoint.maximize_best_metric)
     if cfg.checkpoint.resume and checkpoints.last_path.exists():
@@ -147,8 +148,13 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
 def validate(trainer: Trainer, task, dataset, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
     """Loss, nll and perplexity on a whole split (each rank scores its share)."""
     meter = Meter()
-    for sample in task.batch_iterator(dataset, train=False, shard=shard).next_epoch_itr():
+    itr = task.batch_iterator(dataset, train=False, shard=shard)
+    count = len(itr)
+    for sample in itr.next_epoch_itr():
         meter.add(trainer.valid_step(sample))
+    if trainer.sharded and count:  # every sharded forward is a collective: ranks short of batches repeat one
+        for _ in range(max(trainer.distributed.all_gather(count)) - count):
+            trainer.valid_step(sample)
     totals = meter.totals()
     if trainer.distributed.enabled:
         keys = sorted(totals)

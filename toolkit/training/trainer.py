@@ -12,6 +12,8 @@ import torch
 from omegaconf import DictConfig
 
 from toolkit.plugins import PluginSession
+from toolkit.training import sharding
+from toolkit.training.checkpoint import CheckpointError
 from toolkit.training.distributed import DataParallelModel, DistributedContext
 
 logger = logging.getLogger(__name__)
@@ -43,8 +45,13 @@ class Trainer:
             self.device = torch.device("cuda", self.distributed.local_rank)
         self.module = model.to(self.device)  # the model itself, for saving and generation
         self.model = self.module  # what the training step calls: DDP-wrapped when distributed
-        if self.distributed.enabled:
+        self.sharded = self.distributed.enabled and cfg.common.distributed_strategy == "fsdp"
+        if self.sharded:  # in place: the module's own forward gathers and frees the shards
+            sharding.shard_model(self.module)
+        elif self.distributed.enabled:
             self.model = DataParallelModel(self.module, device_ids=[self.device] if self.device.type == "cuda" else None)
+        if cfg.common.compile:  # after DDP, whose bucket boundaries then split the graph
+            self.model = torch.compile(self.model)
         self.criterion = criterion.to(self.device)
         self.precision = cfg.common.precision
         params = [p for p in self.module.parameters() if p.requires_grad]
@@ -74,8 +81,11 @@ class Trainer:
         for i, sample in enumerate(samples):
             sample = move_to(sample, self.device)
             last = i == len(samples) - 1
-            # DDP synchronizes gradients on the last batch of an update only
+            # DDP and FSDP synchronize gradients on the last batch of an update only
             sync = contextlib.nullcontext() if last or not self.distributed.enabled else self.model.no_sync()
+            if self.sharded:
+                sharding.set_gradient_sync(self.module, last)
+                sync = contextlib.nullcontext()
             with sync:
                 with self.autocast():
                     loss, size, logging_output = self.plugins.hook.toolkit_train_step(
@@ -85,7 +95,7 @@ class Trainer:
             for key, value in logging_output.items():
                 totals[key] = totals.get(key, 0) + value
         grad_scale = 1.0
-        if self.distributed.enabled:  # DDP averaged gradients over ranks; undo, then normalize
+        if self.distributed.enabled:  # DDP/FSDP averaged gradients over ranks; undo, then normalize
             totals, sample_size = self._sum_over_ranks(totals, sample_size)
             grad_scale = self.distributed.world_size
         self.scaler.unscale_(self.optimizer)
@@ -93,6 +103,8 @@ class Trainer:
         torch._foreach_mul_([p.grad for p in params], grad_scale / max(sample_size, 1.0))
         clip = self.cfg.optimization.clip_norm
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+        if hasattr(grad_norm, "full_tensor"):  # sharded parameters give a distributed tensor
+            grad_norm = grad_norm.full_tensor()
         if self.precision == "fp16":
             scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)  # skips the step when gradients are not finite
@@ -128,9 +140,16 @@ class Trainer:
         return logging_output
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything to resume from; with FSDP a collective that gathers full tensors."""
+        if self.sharded:
+            model_state = sharding.full_model_state(self.module)
+            optimizer_state = sharding.full_optimizer_state(self.module, self.optimizer)
+        else:
+            model_state, optimizer_state = self.module.state_dict(), self.optimizer.state_dict()
         return {
-            "model": self.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
+            "sharded_optimizer": self.sharded,  # FSDP keys optimizer state by parameter name
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "num_updates": self.num_updates,
@@ -138,8 +157,16 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if bool(state.get("sharded_optimizer")) != self.sharded:
+            kinds = {True: "an FSDP", False: "a replicated"}
+            written, now = kinds[not self.sharded], kinds[self.sharded]
+            raise CheckpointError(f"this checkpoint's optimizer state comes from {written} run and cannot resume "
+                                  f"{now} one: set common.distributed_strategy as in the original run")
+        if self.sharded:
+            sharding.load_full_state(self.module, self.optimizer, state["model"], state["optimizer"])
+        else:
+            self.module.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

@@ -1,0 +1,34 @@
+"""``toolkit-export-ct2 CHECKPOINT OUTPUT_DIR``: a CTranslate2 model directory for deployment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+QUANTIZATIONS = ["int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16",
+                 "float32"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="toolkit-export-ct2", description=__doc__)
+    parser.add_argument("checkpoint", help="a toolkit checkpoint (.pt) of a transformer model")
+    parser.add_argument("output_dir", help="the CTranslate2 model directory to write")
+    parser.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
+                        help="weight type of the exported model (default: float32)")
+    parser.add_argument("--force", action="store_true", help="replace an existing output directory")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    try:
+        from toolkit.export.ctranslate2 import export_checkpoint
+
+        output = export_checkpoint(args.checkpoint, args.output_dir, args.quantization, args.force)
+    except (ImportError, ValueError, RuntimeError, FileNotFoundError) as error:
+        print(f"toolkit-export-ct2: error: {error}", file=sys.stderr)
+        return 1
+    print(output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
