@@ -2,6 +2,8 @@
 """Average the weights of several checkpoints into one loadable checkpoint.
 
     python scripts/average_checkpoints.py --dir RUN --last 5 --output RUN/checkpoint_avg5.pt
+    (the newest 5 of RUN's epoch checkpoints, and of checkpoint_last.pt when a time limit ended
+    the run mid-epoch)
     python scripts/average_checkpoints.py --inputs RUN/checkpoint8.pt RUN/checkpoint9.pt --output avg.pt
 
 The output keeps the newest input's config, vocabulary and plugin records (so toolkit-generate
@@ -25,6 +27,16 @@ def epoch_checkpoints(folder: Path) -> list[Path]:
     found = [(int(m.group(1)), p) for p in folder.glob("checkpoint*.pt")
              if (m := re.fullmatch(r"checkpoint(\d+)\.pt", p.name))]
     return [p for _, p in sorted(found)]
+
+
+def newest_checkpoints(folder: Path, count: int) -> list[Path]:
+    """A run's newest ``count`` checkpoints: its epoch checkpoints, and ``checkpoint_last.pt``
+    when it holds more updates than all of them (a run stopped mid-epoch by time or updates)."""
+    paths = epoch_checkpoints(folder)
+    last = folder / "checkpoint_last.pt"
+    if last.exists() and (not paths or load_checkpoint(last)["num_updates"] > load_checkpoint(paths[-1])["num_updates"]):
+        paths.append(last)
+    return paths[-count:]
 
 
 def average(paths: list[Path]) -> dict:
@@ -52,13 +64,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--inputs", nargs="+", type=Path, help="checkpoints to average")
-    source.add_argument("--dir", type=Path, help="a run folder: average its newest epoch checkpoints")
-    parser.add_argument("--last", type=int, default=5, help="with --dir: how many epoch checkpoints")
+    source.add_argument("--dir", type=Path, help="a run folder: average its newest checkpoints")
+    parser.add_argument("--last", type=int, default=5,
+                        help="with --dir: how many (epoch checkpoints, and checkpoint_last.pt if newer)")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    paths = args.inputs or epoch_checkpoints(args.dir)[-args.last :]
+    paths = args.inputs or newest_checkpoints(args.dir, args.last)
     if not paths:
-        sys.exit(f"no epoch checkpoints (checkpoint<N>.pt) in {args.dir}")
+        sys.exit(f"no checkpoints (checkpoint<N>.pt, checkpoint_last.pt) in {args.dir}")
     save_atomic(average(paths), args.output)
     print(f"averaged {len(paths)} checkpoints ({', '.join(p.name for p in paths)}) into {args.output}")
 

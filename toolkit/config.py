@@ -116,6 +116,7 @@ class GenerateConfig:
     max_tokens: int = 16000
     interactive_buffer: int = 64  # piped standard input is translated this many lines at a time
     device: str = "auto"
+    precision: str = "fp32"  # fp32 | bf16 | fp16: the weights' type while decoding (scores stay fp32)
     threads: Optional[int] = None
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 

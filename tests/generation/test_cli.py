@@ -81,6 +81,25 @@ def test_averaged_checkpoints_are_the_elementwise_mean_and_load(trained_run, tmp
     assert all(t.text for t in Translator.from_checkpoint(out).translate(sources))
 
 
+def test_averaging_a_run_folder_takes_a_newer_mid_epoch_last_checkpoint(trained_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("checkpoint2.pt", "checkpoint3.pt"):
+        shutil.copy(trained_run / name, run_dir / name)
+    script = [sys.executable, "scripts/average_checkpoints.py", "--dir", str(run_dir), "--last", "2", "--output"]
+    cwd = Path(__file__).parents[2]
+    shutil.copy(trained_run / "checkpoint1.pt", run_dir / "checkpoint_last.pt")  # older: left out
+    result = subprocess.run([*script, str(tmp_path / "a.pt")], capture_output=True, text=True, cwd=cwd)
+    assert "checkpoint2.pt, checkpoint3.pt" in result.stdout, result.stderr
+    state = load_checkpoint(trained_run / "checkpoint3.pt")
+    state["num_updates"] += 10  # as if training went on past the last epoch file
+    torch.save(state, run_dir / "checkpoint_last.pt")
+    result = subprocess.run([*script, str(tmp_path / "b.pt")], capture_output=True, text=True, cwd=cwd)
+    assert "checkpoint3.pt, checkpoint_last.pt" in result.stdout, result.stderr
+
+
 def test_validation_bleu_picks_the_best_checkpoint(tmp_path):
     cfg = compose_train_config([
         "task.toy_pairs=600", "task.vocab_size=200", "model.encoder_layers=1", "model.decoder_layers=1",
@@ -92,3 +111,17 @@ def test_validation_bleu_picks_the_best_checkpoint(tmp_path):
     bleus = [v["bleu"] for v in result["valid"]]
     assert len(bleus) == 2 and all(0 <= b <= 100 for b in bleus)
     assert load_checkpoint(tmp_path / "checkpoint_best.pt")["best_metric"] == max(bleus)
+
+
+def test_bf16_decoding_agrees_with_fp32(trained_run, tmp_path):
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.txt"
+        result = run("toolkit-generate", f"path={trained_run / 'checkpoint_best.pt'}", "split=test",
+                     f"precision={precision}", f"output={out}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        outputs[precision] = read_lines(out)
+    same = sum(a == b for a, b in zip(outputs["fp32"], outputs["bf16"], strict=True))
+    assert same >= 0.9 * len(outputs["fp32"]), same
+    result = run("toolkit-generate", f"path={trained_run / 'checkpoint_best.pt'}", "precision=fp64", cwd=tmp_path)
+    assert result.returncode != 0 and "precision must be one of" in result.stderr

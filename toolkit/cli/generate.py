@@ -23,6 +23,7 @@ from toolkit.plugins import get_plugins
 from toolkit.scoring.bleu import score
 
 logger = logging.getLogger("toolkit.generate")
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def generate(cfg: DictConfig | GenerateConfig) -> dict:
@@ -31,6 +32,9 @@ def generate(cfg: DictConfig | GenerateConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     plugins = get_plugins()
     train_cfg, task, model, _ = load_for_inference(cfg.path, plugins, cfg.device)
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {cfg.precision!r}")
+    model = model.to(PRECISIONS[cfg.precision])
     translator = Translator(task, model, generation_config(cfg.generation), plugins,
                             max_sentences=cfg.max_sentences, max_tokens=cfg.max_tokens)
     meter = SpeedMeter(translator.device)

@@ -109,7 +109,8 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
                 if logging_output is not None:
                     meter.add(logging_output)
                     window.add(logging_output)
-                    history["train_losses"].append(float(logging_output["loss"]) / logging_output["ntokens"])
+                    # kept as tensors: reading them now would wait for the GPU at every update
+                    history["train_losses"].append(logging_output["loss"] / logging_output["ntokens"])
                 if cfg.common.log_interval and trainer.num_updates % cfg.common.log_interval == 0 and window.count:
                     reporter.log("train_inner", _with_progress(summarize(window, criterion.reduce_metrics),
                                                                epoch, trainer), trainer.num_updates)
@@ -141,7 +142,8 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
     reporter.close()
     epoch = train_itr.epoch - 1 if train_itr.end_of_epoch() else train_itr.epoch  # the last one trained
     logger.info("done training: %d updates, epoch %d", trainer.num_updates, epoch)
-    history.update(num_updates=trainer.num_updates, epoch=epoch, model=trainer.module)
+    history.update(num_updates=trainer.num_updates, epoch=epoch, model=trainer.module,
+                   train_losses=[float(loss) for loss in history["train_losses"]])
     return history
 
 
