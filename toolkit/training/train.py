@@ -27,7 +27,7 @@ logger = logging.getLogger("toolkit.train")
 def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, Any]:
     """Train as ``cfg`` says, resuming from ``checkpoint_last.pt`` when there is one.
 
-    Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel; see
+    Under torchrun (WORLD_SIZE > 1) it trains with DDP, or FSDP (common.distributed_strategy); see
     ``toolkit.training.distributed``.
 
     :return: ``{"num_updates", "epoch", "train_losses" (per update), "valid" (per epoch),
