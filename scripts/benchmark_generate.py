@@ -69,10 +69,10 @@ def compare_ct2(args: argparse.Namespace, translator: Translator, sources: list[
                 references: list[str] | None, ours: list[str], meter: SpeedMeter) -> None:
     import ctranslate2
 
-    from toolkit.export.ctranslate2 import export_checkpoint
+    from toolkit.export.ctranslate2 import detokenize, export_checkpoint, source_pieces
 
     task = translator.task
-    pieces = [[task.src_dict.symbols[i] for i in ids] for ids in task.src_tokenizer.encode(sources)]
+    pieces = source_pieces(task, sources)
     max_length = translator.model.max_positions()[1] - 1
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = export_checkpoint(args.checkpoint, f"{tmp}/model")
@@ -87,7 +87,7 @@ def compare_ct2(args: argparse.Namespace, translator: Translator, sources: list[
         start = time.perf_counter()
         results = run(pieces)
         seconds = time.perf_counter() - start
-    theirs = [task.tgt_tokenizer.decode(task.tgt_dict.encode_tokens(r.hypotheses[0])) for r in results]
+    theirs = [detokenize(task, r.hypotheses[0]) for r in results]
     tokens = sum(len(r.hypotheses[0]) + 1 for r in results)  # + </s>, as ours counts it
     print(f"ctranslate2  translated {len(results)} sentences ({tokens} target tokens) in {seconds:.2f} s: "
           f"{len(results) / seconds:.1f} sentences/s, {tokens / seconds:.1f} tokens/s "

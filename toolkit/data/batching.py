@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -86,7 +86,7 @@ class EpochBatchIterator:
         self._resume_offset = 0
         samples = (self.dataset.collate(b) for b in batches)
         if self.pin_memory:  # page-locked, so the trainer's non-blocking copies to the GPU overlap
-            samples = (_pin(sample) for sample in samples)
+            samples = (map_tensors(sample, torch.Tensor.pin_memory) for sample in samples)
         if self.num_workers > 0:
             samples = _prefetch(samples, depth=4 * self.num_workers)
         for sample in samples:
@@ -105,11 +105,12 @@ class EpochBatchIterator:
         self.iterations_in_epoch = self._resume_offset = int(state["iterations_in_epoch"])
 
 
-def _pin(sample: Any) -> Any:
+def map_tensors(sample: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``sample`` with ``fn`` applied to every tensor in it (through nested dicts)."""
     if isinstance(sample, torch.Tensor):
-        return sample.pin_memory()
+        return fn(sample)
     if isinstance(sample, dict):
-        return {key: _pin(value) for key, value in sample.items()}
+        return {key: map_tensors(value, fn) for key, value in sample.items()}
     return sample
 
 

@@ -80,6 +80,16 @@ def export_checkpoint(path: str | Path, output_dir: str | Path, quantization: st
     return output
 
 
+def source_pieces(task, lines: list[str]) -> list[list[str]]:
+    """Source lines as the pieces an exported model takes (CTranslate2 adds the </s>)."""
+    return [task.src_dict.symbols_of(ids, strip_specials=False) for ids in task.src_tokenizer.encode(lines)]
+
+
+def detokenize(task, pieces: list[str]) -> str:
+    """An exported model's output pieces as text."""
+    return task.tgt_tokenizer.decode(task.tgt_dict.encode_tokens(pieces))
+
+
 def _check_supported(model: TransformerModel) -> None:
     cfg = model.cfg
     problems = []

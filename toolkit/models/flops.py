@@ -42,8 +42,7 @@ def transformer_gemms(cfg: TransformerConfig, vocab_size: int, batch: int, src_l
     layers = cfg.encoder_layers
     gemms += [
         Gemm("encoder qkv projection", src, enc, 3 * enc, layers),
-        Gemm("encoder attention scores", src_len, enc_hd, src_len, layers, enc_heads),
-        Gemm("encoder attention values", src_len, src_len, enc_hd, layers, enc_heads),
+        *_attention("encoder attention", src_len, src_len, enc_hd, layers, enc_heads),
         Gemm("encoder out projection", src, enc, enc, layers),
         Gemm("encoder ffn in", src, enc, cfg.encoder_ffn_dim, layers),
         Gemm("encoder ffn out", src, cfg.encoder_ffn_dim, enc, layers),
@@ -51,19 +50,23 @@ def transformer_gemms(cfg: TransformerConfig, vocab_size: int, batch: int, src_l
     layers = cfg.decoder_layers
     gemms += [
         Gemm("decoder qkv projection", tgt, dec, 3 * dec, layers),
-        Gemm("decoder self-attention scores", tgt_len, dec_hd, tgt_len, layers, dec_heads),
-        Gemm("decoder self-attention values", tgt_len, tgt_len, dec_hd, layers, dec_heads),
+        *_attention("decoder self-attention", tgt_len, tgt_len, dec_hd, layers, dec_heads),
         Gemm("decoder self out projection", tgt, dec, dec, layers),
         Gemm("decoder cross q projection", tgt, dec, dec, layers),
         Gemm("decoder cross kv projection", src, enc, 2 * dec, layers),
-        Gemm("decoder cross-attention scores", tgt_len, dec_hd, src_len, layers, dec_heads),
-        Gemm("decoder cross-attention values", tgt_len, src_len, dec_hd, layers, dec_heads),
+        *_attention("decoder cross-attention", tgt_len, src_len, dec_hd, layers, dec_heads),
         Gemm("decoder cross out projection", tgt, dec, dec, layers),
         Gemm("decoder ffn in", tgt, dec, cfg.decoder_ffn_dim, layers),
         Gemm("decoder ffn out", tgt, cfg.decoder_ffn_dim, dec, layers),
         Gemm("output layer", tgt, dec, vocab_size, 1),
     ]
     return gemms
+
+
+def _attention(name: str, queries: int, keys: int, head_dim: int, layers: int, heads: int) -> list[Gemm]:
+    """Scores (queries x keys) and the weighted sum of values, for every head of every sentence."""
+    return [Gemm(f"{name} scores", queries, head_dim, keys, layers, heads),
+            Gemm(f"{name} values", queries, keys, head_dim, layers, heads)]
 
 
 def forward_flops(gemms: Iterable[Gemm]) -> int:

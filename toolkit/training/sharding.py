@@ -41,9 +41,7 @@ def _full_options(**kwargs: Any):
 
 
 def full_model_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's unsharded state on CPU (a collective: every rank must call it)."""
-    if not is_sharded(module):
-        return module.state_dict()
+    """A sharded model's unsharded state on CPU (a collective: every rank must call it)."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     return get_model_state_dict(module, options=_full_options(cpu_offload=True))
@@ -71,7 +69,3 @@ def load_full_state(module: nn.Module, optimizer: torch.optim.Optimizer, model_s
     module.load_state_dict(sharded)
     set_optimizer_state_dict(module, optimizer, optimizer_state, options=_full_options())
 
-
-def set_gradient_sync(module: nn.Module, enabled: bool) -> None:
-    """Reduce-scatter gradients in the next backward pass, or keep accumulating them locally."""
-    module.set_requires_gradient_sync(enabled)

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from toolkit.data.batching import map_tensors
 from toolkit.plugins import PluginSession
 from toolkit.training import sharding
 from toolkit.training.checkpoint import CheckpointError
@@ -26,11 +27,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def move_to(sample: Any, device: torch.device) -> Any:
-    if isinstance(sample, torch.Tensor):
-        return sample.to(device, non_blocking=True)
-    if isinstance(sample, dict):
-        return {k: move_to(v, device) for k, v in sample.items()}
-    return sample
+    return map_tensors(sample, lambda tensor: tensor.to(device, non_blocking=True))
 
 
 class Trainer:
@@ -82,10 +79,11 @@ class Trainer:
             sample = move_to(sample, self.device)
             last = i == len(samples) - 1
             # DDP and FSDP synchronize gradients on the last batch of an update only
-            sync = contextlib.nullcontext() if last or not self.distributed.enabled else self.model.no_sync()
+            sync = contextlib.nullcontext()
             if self.sharded:
-                sharding.set_gradient_sync(self.module, last)
-                sync = contextlib.nullcontext()
+                self.module.set_requires_gradient_sync(last)
+            elif self.distributed.enabled and not last:
+                sync = self.model.no_sync()
             with sync:
                 with self.autocast():
                     loss, size, logging_output = self.plugins.hook.toolkit_train_step(
