@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from contextlib import closing
 
 import torch
 
@@ -90,17 +91,19 @@ def main() -> None:
     def updates():
         while True:
             group = []
-            for sample in itr.next_epoch_itr():
-                group.append(sample)
-                if len(group) == args.update_freq:
-                    yield group
-                    group = []
+            with closing(itr.next_epoch_itr()) as epoch:  # closing stops its prefetching thread
+                for sample in epoch:
+                    group.append(sample)
+                    if len(group) == args.update_freq:
+                        yield group
+                        group = []
 
     stream = updates()
     for _ in range(args.warmup):
         trainer.train_step(next(stream))
     groups = [next(stream) for _ in range(args.steps)]  # collated before timing
     profiled = [next(stream) for _ in range(args.profile)]
+    stream.close()
     flops = model_flops(model, task, [s for g in groups for s in g])
     # the GEMM bound is measured just before and just after the timed updates, so the
     # machine's drift (it is shared) affects both sides of the ratio alike

@@ -360,3 +360,20 @@ def test_blocking_the_core_is_refused(clean_config_store):
         session.block([CORE])
     assert session.loaded() == [CORE]
     assert _train_step(session, FakeCriterion())[0].item() == 3.0
+
+
+def test_training_options_for_a_plugin_that_is_not_loaded_fail_before_any_work(clean_config_store, tmp_path):
+    from toolkit.config import compose_train_config
+    from toolkit.training.train import train
+
+    session = load_plugins(autoload=False, extra=[("blocked_one", object())])
+    cfg = compose_train_config([f"checkpoint.save_dir={tmp_path / 'run'}", "+plugins.options.layerdorp.rate=0.2"])
+    with pytest.raises(PluginError, match=r"plugins\.options.*layerdorp \(not installed\)"):
+        train(cfg, session)
+    assert not (tmp_path / "run").exists()
+    # settings of a plugin blocked for this run are kept, not refused
+    cfg = compose_train_config([f"checkpoint.save_dir={tmp_path / 'run'}", "plugins.block=[blocked_one]",
+                                "+plugins.options.blocked_one.rate=0.2", "optimization.max_update=1",
+                                "task.toy_pairs=300", "task.vocab_size=200", "dataset.max_positions=64",
+                                "common.log_format=none", "common.tensorboard_dir=null"])
+    assert train(cfg, session)["num_updates"] == 1

@@ -89,6 +89,19 @@ def toolkit_load_checkpoint_state(state: dict[str, Any], trainer: Trainer | None
     """
 
 
+@hookspec
+def toolkit_prepare_inference(model: EncoderDecoderModel, cfg: DictConfig) -> None:
+    """Change a model for decoding, after a checkpoint's weights and plugin state are loaded.
+
+    The place to prune layers, quantize weights or fuse modules for inference. The core's
+    ``load_for_inference`` calls it for ``toolkit-generate``, the benchmarks and the exporters.
+
+    :param model: the model with its trained weights, on the CPU, in eval mode.
+    :param cfg: the checkpoint's run config, with the generate command's ``plugin_options``
+        merged over ``cfg.plugins.options`` (e.g. a depth to prune to).
+    """
+
+
 @hookspec(firstresult=True)
 def toolkit_exit_policy(model: EncoderDecoderModel, cfg: DictConfig) -> ExitPolicy | None:
     """The early-exit rule the generator consults after each decoder block.

@@ -59,6 +59,13 @@ class PluginSession:
             details = "; ".join(f"{n} ({self._why_missing(n)})" for n in missing)
             raise PluginError(f"{why} needs plugin(s) that are not available: {details}")
 
+    def require_options_owners(self, options: Any, where: str) -> None:
+        """Fail unless every key of ``options`` (``plugins.options``) names a loaded plugin.
+
+        Settings for a blocked plugin are allowed: blocking it for one run keeps a recipe valid.
+        """
+        self.require([name for name in options if name not in self.blocked], why=f"{where} (plugins.options)")
+
     def _why_missing(self, name: str) -> str:
         if name in self.blocked:
             return "blocked by plugins.block"

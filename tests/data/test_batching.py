@@ -310,3 +310,17 @@ def test_prefetch_thread_ends_after_a_full_epoch(dataset):
     before = prefetch_threads()
     assert len(list(make_iter(dataset, num_workers=2).next_epoch_itr())) > 0
     assert wait_for_threads_to_end(before) == set()
+
+
+def test_closing_an_epoch_early_stops_its_prefetching_thread(dataset):
+    """A run that stops mid-epoch (max_update, a signal) must not leave a producer thread running
+    torch code into interpreter shutdown: that aborts the process after its work is done."""
+    before = set(threading.enumerate())
+    itr = make_iter(dataset, num_workers=1)
+    epoch = itr.next_epoch_itr()
+    next(epoch)
+    started = set(threading.enumerate()) - before
+    assert len(started) == 1 and next(iter(started)).is_alive()
+    epoch.close()
+    assert not any(thread.is_alive() for thread in started)
+    assert itr.state_dict() == {"epoch": 1, "iterations_in_epoch": 1}

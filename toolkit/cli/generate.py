@@ -31,7 +31,7 @@ def generate(cfg: DictConfig | GenerateConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     plugins = get_plugins()
-    train_cfg, task, model, _ = load_for_inference(cfg.path, plugins, cfg.device)
+    _, task, model, _ = load_for_inference(cfg.path, plugins, cfg.device, cfg.plugin_options)
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {cfg.precision!r}")
     model = model.to(PRECISIONS[cfg.precision])

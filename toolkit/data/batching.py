@@ -89,9 +89,12 @@ class EpochBatchIterator:
             samples = (map_tensors(sample, torch.Tensor.pin_memory) for sample in samples)
         if self.num_workers > 0:
             samples = _prefetch(samples, depth=4 * self.num_workers)
-        for sample in samples:
-            self.iterations_in_epoch += 1
-            yield sample
+        try:
+            for sample in samples:
+                self.iterations_in_epoch += 1
+                yield sample
+        finally:  # a consumer that stops early (max_update, a signal) also stops the producer thread
+            samples.close()
         self.epoch, self.iterations_in_epoch = epoch + 1, 0
 
     def end_of_epoch(self) -> bool:
@@ -118,7 +121,12 @@ _DONE = object()
 
 
 def _prefetch(items: Iterator[Any], depth: int) -> Iterator[Any]:
-    """Produce ``items`` in a background thread, ``depth`` ahead of the consumer."""
+    """Produce ``items`` in a background thread, ``depth`` ahead of the consumer.
+
+    Closing the generator joins the thread. A daemon thread left running torch code when the
+    interpreter exits is torn down mid-operator, which aborts the process ("terminate called
+    without an active exception") after its work is done.
+    """
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -151,4 +159,5 @@ def _prefetch(items: Iterator[Any], depth: int) -> Iterator[Any]:
             yield item
     finally:
         stop.set()
+        thread.join()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -26,22 +26,35 @@ class Translation:
     hypotheses: list[Hypothesis]
 
 
-def load_for_inference(path: str | Path, plugins: PluginSession | None = None,
-                       device: str = "auto") -> tuple[DictConfig, Any, torch.nn.Module, dict]:
-    """Rebuild task and model from a checkpoint's own config: ``(cfg, task, model, state)``."""
+def load_for_inference(path: str | Path, plugins: PluginSession | None = None, device: str = "auto",
+                       plugin_options: Mapping[str, Any] | None = None,
+                       ) -> tuple[DictConfig, Any, torch.nn.Module, dict]:
+    """Rebuild task and model from a checkpoint's own config: ``(cfg, task, model, state)``.
+
+    :param plugin_options: merged over the checkpoint's ``plugins.options`` (each key must name a
+        loaded plugin); plugins read them in ``toolkit_modify_model`` and
+        ``toolkit_prepare_inference``, which runs once the weights are loaded.
+    """
     from toolkit.training.train import check_plugins
 
     plugins = plugins or get_plugins()
     state = load_checkpoint(path)
     check_plugins(state, plugins, Path(path))
     cfg = OmegaConf.create(state["cfg"])
+    # the plugins that configured this model must be here to rebuild it the same way
+    plugins.require_options_owners(cfg.plugins.options, f"checkpoint {path}")
+    if plugin_options:
+        plugins.require_options_owners(plugin_options, "plugin_options")
+        cfg.plugins.options = OmegaConf.merge(cfg.plugins.options, OmegaConf.create(dict(plugin_options)))
     task = plugins.registries.task.build(cfg.task, cfg)
     task.load_state_dict(state["task"])
     model = task.build_model(plugins.registries, cfg.model)
     plugins.hook.toolkit_modify_model(model=model, cfg=cfg)
     model.load_state_dict(state["model"])
     plugins.hook.toolkit_load_checkpoint_state(state=state.get("plugin_state", {}), trainer=None)
-    return cfg, task, model.to(resolve_device(device)).eval(), state
+    model.eval()
+    plugins.hook.toolkit_prepare_inference(model=model, cfg=cfg)
+    return cfg, task, model.to(resolve_device(device)), state
 
 
 class Translator:

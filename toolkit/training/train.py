@@ -6,7 +6,7 @@ import logging
 import signal
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,6 +37,7 @@ def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, An
     plugins = plugins or get_plugins()
     plugins.require(cfg.plugins.require, why="the config (plugins.require)")
     plugins.block(cfg.plugins.block, cfg)
+    plugins.require_options_owners(cfg.plugins.options, "the config")
     if cfg.common.threads:
         torch.set_num_threads(cfg.common.threads)
     torch.manual_seed(cfg.common.seed)
@@ -103,25 +104,26 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
     with _stop_on_signals() as stop:
         while not done():
             epoch, meter, window, stop_reason = train_itr.epoch, Meter(), Meter(), None
-            batches = reporter.iterate(train_itr.next_epoch_itr(), len(train_itr), epoch)
-            for samples in _groups(batches, opt.update_freq):
-                logging_output = trainer.train_step(samples)
-                if logging_output is not None:
-                    meter.add(logging_output)
-                    window.add(logging_output)
-                    # kept as tensors: reading them now would wait for the GPU at every update
-                    history["train_losses"].append(logging_output["loss"] / logging_output["ntokens"])
-                if cfg.common.log_interval and trainer.num_updates % cfg.common.log_interval == 0 and window.count:
-                    reporter.log("train_inner", _with_progress(summarize(window, criterion.reduce_metrics),
-                                                               epoch, trainer), trainer.num_updates)
-                    window.reset()
-                if distributed.any(stop.is_set() or out_of_time()):  # every rank stops at the same update
-                    stop_reason = "signal" if distributed.any(stop.is_set()) else "time"
-                    break
-                if opt.max_update and trainer.num_updates >= opt.max_update:
-                    break
-                if cfg.checkpoint.save_interval_updates and trainer.num_updates % cfg.checkpoint.save_interval_updates == 0:
-                    save(end_of_epoch=False)
+            with closing(train_itr.next_epoch_itr()) as epoch_batches:  # stops its prefetching thread
+                for samples in _groups(reporter.iterate(epoch_batches, len(train_itr), epoch), opt.update_freq):
+                    logging_output = trainer.train_step(samples)
+                    if logging_output is not None:
+                        meter.add(logging_output)
+                        window.add(logging_output)
+                        # kept as tensors: reading them now would wait for the GPU at every update
+                        history["train_losses"].append(logging_output["loss"] / logging_output["ntokens"])
+                    if cfg.common.log_interval and trainer.num_updates % cfg.common.log_interval == 0 and window.count:
+                        reporter.log("train_inner", _with_progress(summarize(window, criterion.reduce_metrics),
+                                                                   epoch, trainer), trainer.num_updates)
+                        window.reset()
+                    if distributed.any(stop.is_set() or out_of_time()):  # every rank stops at the same update
+                        stop_reason = "signal" if distributed.any(stop.is_set()) else "time"
+                        break
+                    if opt.max_update and trainer.num_updates >= opt.max_update:
+                        break
+                    save_every = cfg.checkpoint.save_interval_updates
+                    if save_every and trainer.num_updates % save_every == 0:
+                        save(end_of_epoch=False)
             if stop_reason == "signal":
                 logger.warning("stopping on a signal at update %d", trainer.num_updates)
                 save(end_of_epoch=False)
