@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Decoding speed of a checkpoint without I/O: sentences/s, target tokens/s, peak memory.
+r"""Decoding speed of a checkpoint without I/O: sentences/s, target tokens/s, peak memory.
 
     python scripts/benchmark_generate.py --checkpoint RUN/checkpoint_best.pt \
         --source ../shared/data/multi30k-task1/test.de --reference ../shared/data/multi30k-task1/test.en \

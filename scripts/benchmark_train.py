@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Steady-state training throughput: target tokens/s, model FLOPs utilization, peak memory.
+r"""Steady-state training throughput: target tokens/s, model FLOPs utilization, peak memory.
 
 Builds the task, model and trainer exactly as ``toolkit-train`` does, runs ``--warmup``
 updates that are not timed (allocator, caches, thread pools), then times ``--steps`` updates.
