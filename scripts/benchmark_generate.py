@@ -11,20 +11,29 @@ With --compare-ct2 the checkpoint is exported to CTranslate2 (float32) and the s
 sentences are decoded by both, one after the other in this process, with the same beam,
 batch, length penalty and threads; it prints both speeds, their ratio and the fraction of
 identical hypotheses.
+
+With --exit-after-block N it measures what early exits save in wall-clock time: the same
+sentences are decoded at full depth, with an exit policy that stops every hypothesis after
+block N (the blocks above then only add keys/values for it), and by the model truncated to N
+blocks (the floor), in alternating rounds (--rounds) so that machine drift hits all three.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import time
 
 import torch
 
+from toolkit import hookimpl
 from toolkit.data.preprocess import read_lines
+from toolkit.generation.exit_policy import ExitPolicy
 from toolkit.generation.generator import GenerationConfig
 from toolkit.generation.report import SpeedMeter
 from toolkit.generation.translator import Translator
+from toolkit.plugins import load_plugins
 from toolkit.scoring.bleu import score
 
 
@@ -40,6 +49,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compare-ct2", action="store_true", help="also decode with CTranslate2 and compare")
+    parser.add_argument("--exit-after-block", type=int, metavar="N",
+                        help="compare full depth, every hypothesis exiting after block N, and N blocks")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds for --exit-after-block")
     return parser.parse_args()
 
 
@@ -63,6 +75,59 @@ def main() -> None:
         print(f"toolkit      {score(ours, references).lines()[0]}")
     if args.compare_ct2:
         compare_ct2(args, translator, sources, references, ours, meter)
+    if args.exit_after_block:
+        compare_exits(args, translator, sources)
+
+
+class ExitAfterBlock(ExitPolicy):
+    """Every hypothesis exits after block ``n`` (1-based)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> torch.Tensor:
+        return torch.full((hidden.size(0),), block + 1 >= self.n, dtype=torch.bool, device=hidden.device)
+
+    @hookimpl
+    def toolkit_exit_policy(self) -> ExitPolicy:
+        return self
+
+
+def compare_exits(args: argparse.Namespace, full: Translator, sources: list[str]) -> None:
+    blocks = len(full.model.decoder.layers)
+    if not 1 <= args.exit_after_block < blocks:
+        raise SystemExit(f"--exit-after-block must be in 1..{blocks - 1} for this {blocks}-block decoder")
+    gen_cfg = GenerationConfig(beam=args.beam, lenpen=args.lenpen)
+    plugins = load_plugins(autoload=False, extra=[("exit_after_block", ExitAfterBlock(args.exit_after_block))])
+    exiting = Translator(full.task, full.model, gen_cfg, plugins, max_sentences=args.batch)
+    truncated_model = copy.deepcopy(full.model)
+    del truncated_model.decoder.layers[args.exit_after_block :]
+    truncated = Translator(full.task, truncated_model, gen_cfg, load_plugins(autoload=False),
+                           max_sentences=args.batch)
+    runs = {"full depth": full, f"exit after {args.exit_after_block}": exiting,
+            f"{args.exit_after_block} blocks": truncated}
+    seconds, tokens, outputs = {name: 0.0 for name in runs}, {name: 0 for name in runs}, {}
+    for name, translator in runs.items():
+        translator.translate(sources[: args.batch])  # warm-up
+    for _ in range(args.rounds):
+        for name, translator in runs.items():
+            meter = SpeedMeter(translator.device)
+            with meter:
+                translations = translator.translate(sources)
+            meter.add(translations)
+            outputs[name] = [t.text for t in translations]
+            seconds[name] += meter.seconds
+            tokens[name] += meter.tokens
+    # hypotheses of a shallower decoder differ in length, so the fair unit is time per target token
+    per_token = {name: seconds[name] / tokens[name] for name in runs}
+    print(f"early exits: {args.rounds} rounds of {len(sources)} sentences")
+    for name in runs:
+        print(f"  {name:<16} {seconds[name]:8.2f} s   {tokens[name] / seconds[name]:8.1f} target tokens/s")
+    exit_name, trunc_name = list(runs)[1:]
+    print(f"  time per token: exit / full depth = {per_token[exit_name] / per_token['full depth']:.3f}, "
+          f"exit / {trunc_name} = {per_token[exit_name] / per_token[trunc_name]:.3f}")
+    same = sum(a == b for a, b in zip(outputs[exit_name], outputs[trunc_name], strict=True))
+    print(f"  exit and {trunc_name} agree on {same} of {len(sources)} hypotheses")
 
 
 def compare_ct2(args: argparse.Namespace, translator: Translator, sources: list[str],

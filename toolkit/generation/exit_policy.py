@@ -3,8 +3,9 @@
 A plugin returns an ``ExitPolicy`` from the ``toolkit_exit_policy`` hook; the generator then
 decodes each step block by block and asks the policy, after every block but the last, which
 hypotheses stop there. A stopped hypothesis keeps its state: it is copied to the blocks
-above, which compute their keys and values from it so later positions can attend to it, and
-its next-token distribution is the output layer applied to that state.
+above, which compute only their keys and values from it (so later positions can attend to
+it) and run nothing else for it; its next-token distribution is the output layer applied to
+that state.
 """
 
 from __future__ import annotations
@@ -34,21 +35,20 @@ def decode_step_with_exits(decoder, tokens: torch.Tensor, encoder_out: EncoderOu
     :param tokens: (N, 1) the newest token of each hypothesis.
     :return: logits (N, V) and the 1-based block each row exited at (N,).
 
-    Every block still runs on all N rows, so that its caches stay aligned; rows that already
-    exited keep their copied state as that block's output (only keys and values computed from
-    it are used). Skipping their computation is the depth-adaptive plugin's job.
+    Once a row exits, the blocks above do not run it: each gathers the rows still running
+    (``DecoderLayer.forward(..., rows=)``) and, for the exited ones, only adds to its cache the
+    keys and values of their copied state. So decoding costs what the exits save.
     """
     x = decoder.embedding(tokens, state.length)  # (N, 1, C)
-    num_blocks = len(decoder.layers)
-    exit_block = torch.full((x.size(0),), num_blocks, dtype=torch.long, device=x.device)
-    running = torch.ones(x.size(0), dtype=torch.bool, device=x.device)
+    batch, num_blocks = x.size(0), len(decoder.layers)
+    exit_block = torch.full((batch,), num_blocks, dtype=torch.long, device=x.device)
+    rows = torch.arange(batch, device=x.device)  # the rows still running
     for i, layer in enumerate(decoder.layers):
-        out = layer(x, encoder_out.states, encoder_out.padding_mask, state.self_attn[i], state.cross_attn[i])
-        x = torch.where(running[:, None, None], out, x)  # exited rows: state copied upward
-        if i < num_blocks - 1 and running.any():
-            rows = running.nonzero().squeeze(1)
+        x = layer(x, encoder_out.states, encoder_out.padding_mask, state.self_attn[i], state.cross_attn[i],
+                  rows=rows if rows.numel() < batch else None)  # exited rows keep their state: copied upward
+        if i < num_blocks - 1 and rows.numel():
             exits = policy.should_exit(i, x[rows, 0], decoder)
             exit_block[rows[exits]] = i + 1
-            running[rows[exits]] = False
+            rows = rows[~exits]
     state.length += 1
     return decoder.project(x[:, 0]), exit_block

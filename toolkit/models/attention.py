@@ -66,6 +66,36 @@ class MultiheadAttention(nn.Module):
                 k, v = self._split_heads(self.kv_proj(key_value), 2)
                 if cache is not None:
                     cache.key, cache.value = k, v
+        return self._attend(q, k, v, key_padding_mask, causal)
+
+    def self_attend_rows(self, query: torch.Tensor, rows: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Incremental self-attention in which only ``rows`` continue (the others exited).
+
+        :param query: (N, 1, C) every row's input at the new position; all N rows' keys and
+            values go into ``cache``.
+        :param rows: (R,) the rows that attend.
+        :return: (R, 1, C)
+        """
+        q, k, v = self._split_heads(self.qkv_proj(query), 3)  # the module itself: plugins may replace it
+        k, v = cache.append(k, v)
+        return self._attend(q[rows], k[rows], v[rows], None, causal=False)
+
+    def cross_attend_rows(self, query: torch.Tensor, rows: torch.Tensor, key_value: torch.Tensor,
+                          key_padding_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Incremental cross-attention for ``rows`` of a batch whose keys/values are cached.
+
+        :param query: (R, 1, C) the attending rows; ``key_value`` (N, S, C_kv) and
+            ``key_padding_mask`` (N, S) cover every row and fill ``cache`` on first use.
+        :return: (R, 1, C)
+        """
+        if cache.key is None:
+            cache.key, cache.value = self._split_heads(self.kv_proj(key_value), 2)
+        (q,) = self._split_heads(self.q_proj(query), 1)
+        return self._attend(q, cache.key[rows], cache.value[rows], key_padding_mask[rows], causal=False)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
+                causal: bool) -> torch.Tensor:
+        """q: (B, H, T, hd), k and v: (B, H, S, hd), key_padding_mask: (B, S) -> (B, T, C)."""
         mask = None
         if key_padding_mask is not None:
             mask = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, S) True = may attend
@@ -74,4 +104,4 @@ class MultiheadAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
         )  # (B, H, T, hd)
         batch, _, length, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim))

@@ -38,9 +38,16 @@ class Residual(nn.Module):
         self.norm, self.dropout, self.pre_norm = nn.LayerNorm(dim), Dropout(dropout), pre_norm
 
     def forward(self, x: torch.Tensor, sublayer) -> torch.Tensor:
+        return self.add(x, sublayer(self.sublayer_input(x)))
+
+    def sublayer_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) if self.pre_norm else x
+
+    def add(self, x: torch.Tensor, sublayer_output: torch.Tensor) -> torch.Tensor:
+        """The residual connection around what the sublayer made of ``sublayer_input(x)``."""
         if self.pre_norm:
-            return x + self.dropout(sublayer(self.norm(x)))
-        return self.norm(x + self.dropout(sublayer(x)))
+            return x + self.dropout(sublayer_output)
+        return self.norm(x + self.dropout(sublayer_output))
 
 
 class EncoderLayer(nn.Module):
@@ -70,16 +77,35 @@ class DecoderLayer(nn.Module):
         self.ffn_block = Residual(dim, dropout, pre_norm)
 
     def forward(self, x: torch.Tensor, encoder_states: torch.Tensor, encoder_padding_mask: torch.Tensor,
-                self_cache: KVCache | None = None, cross_cache: KVCache | None = None) -> torch.Tensor:
+                self_cache: KVCache | None = None, cross_cache: KVCache | None = None,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, T, C); encoder_states: (B, S, C_enc); encoder_padding_mask: (B, S).
 
         Target padding sits right of every real token, so the causal mask alone keeps real
         positions from seeing it. With caches, ``x`` holds only the newest position(s).
+
+        :param rows: (R,) incremental decoding with early exits: only these rows run the block.
+            Every row still adds this position's self-attention keys/values (an exited row's
+            from its copied state, so later positions attend to it); the other rows of ``x``
+            come back unchanged.
         """
+        if rows is not None:
+            return self._forward_rows(x, rows, encoder_states, encoder_padding_mask, self_cache, cross_cache)
         x = self.self_attn_block(x, lambda h: self.self_attn(h, causal=True, cache=self_cache))
         x = self.cross_attn_block(x, lambda h: self.cross_attn(
             h, encoder_states, key_padding_mask=encoder_padding_mask, cache=cross_cache))
         return self.ffn_block(x, self.ffn)
+
+    def _forward_rows(self, x: torch.Tensor, rows: torch.Tensor, encoder_states: torch.Tensor,
+                      encoder_padding_mask: torch.Tensor, self_cache: KVCache, cross_cache: KVCache) -> torch.Tensor:
+        """x: (N, 1, C) -> (N, 1, C), the block applied to ``rows`` (R,) only."""
+        attended = self.self_attn.self_attend_rows(self.self_attn_block.sublayer_input(x), rows, self_cache)
+        if rows.numel() == 0:
+            return x
+        y = self.self_attn_block.add(x[rows], attended)  # (R, 1, C)
+        y = self.cross_attn_block(y, lambda h: self.cross_attn.cross_attend_rows(
+            h, rows, encoder_states, encoder_padding_mask, cross_cache))
+        return x.index_copy(0, rows, self.ffn_block(y, self.ffn))
 
 
 class SinusoidalPositions(nn.Module):
