@@ -48,6 +48,9 @@ def toolkit_modify_model(model: EncoderDecoderModel, cfg: DictConfig) -> None:
 
     Called after the task builds the model and before its weights are loaded from a
     checkpoint, in training and in generation alike, so added parameters are restored too.
+    A plugin whose training steps may leave parameters without gradient (skipped blocks) sets
+    ``model.find_unused_parameters = True``; it must skip the same blocks on every rank (derive
+    the choice from ``trainer.num_updates`` and the seed), which keeps DDP and FSDP in step.
 
     :param model: the model the task built.
     :param cfg: the whole run config (plugin settings live under ``cfg.plugins.options``).

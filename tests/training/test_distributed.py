@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from toolkit import hookimpl
 from toolkit.config import compose_train_config
+from toolkit.plugins import load_plugins
 from toolkit.training.checkpoint import CheckpointError, load_checkpoint
 from toolkit.training.sharding import is_sharded
 from toolkit.training.train import train
@@ -26,19 +28,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
+class SkipLastDecoderBlockOnOddUpdates:
+    """A LayerDrop-like plugin: the last decoder block is skipped at odd updates (on every rank),
+    so those steps leave its parameters without gradient."""
+
+    class Skippable(torch.nn.Module):
+        def __init__(self, layer: torch.nn.Module):
+            super().__init__()
+            self.layer, self.skip = layer, False
+
+        def forward(self, x, *args, **kwargs):
+            return x if self.skip and self.training else self.layer(x, *args, **kwargs)
+
+    @hookimpl
+    def toolkit_modify_model(self, model):
+        model.find_unused_parameters = True
+        model.decoder.layers[-1] = self.Skippable(model.decoder.layers[-1])
+
+    @hookimpl(wrapper=True)
+    def toolkit_train_step(self, model, trainer):
+        model.decoder.layers[-1].skip = trainer.num_updates % 2 == 1
+        return (yield)
+
+
+def _plugins(skipping: bool):
+    return load_plugins(autoload=False, extra=[("skip", SkipLastDecoderBlockOnOddUpdates())] if skipping else [])
+
+
+def _worker(rank: int, world: int, port: int, overrides: list[str], out: str, skipping: bool = False) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    history = train(compose_train_config([*SMALL, *overrides]))
+    history = train(compose_train_config([*SMALL, *overrides]), _plugins(skipping))
     model = history["model"]  # a sharded model's full weights are in its checkpoint only
     torch.save({"losses": history["train_losses"], "model": None if is_sharded(model) else model.state_dict(),
                 "num_updates": history["num_updates"]}, f"{out}.rank{rank}")
 
 
-def run_two_processes(tmp_path, name, *overrides):
+def run_two_processes(tmp_path, name, *overrides, skipping=False):
     out = str(tmp_path / name)
-    mp.start_processes(_worker, args=(2, _free_port(), list(overrides), out), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(2, _free_port(), list(overrides), out, skipping), nprocs=2,
+                       start_method="spawn")
     return [torch.load(f"{out}.rank{r}", weights_only=True) for r in range(2)]
 
 
@@ -59,6 +89,31 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     assert len(list((tmp_path / "ddp" / "tb").glob("events.out.tfevents.*"))) == 1
     assert load_checkpoint(tmp_path / "ddp" / "checkpoint_last.pt")["num_updates"] == 6
     assert not list((tmp_path / "ddp").glob(".*.tmp*"))
+
+
+def test_steps_that_leave_parameters_unused_train_like_one_process(tmp_path):
+    """LayerDrop's problem under data parallelism: a model that sets ``find_unused_parameters``
+    may skip blocks (the same ones on every rank); gradients still synchronise, and DDP and
+    FSDP both match one process with the same global batch."""
+    common = ["model.dropout=0.0", "model.decoder_layers=2", "optimization.max_update=6", "common.threads=1",
+              "common.tensorboard_dir=null"]
+    ranks = run_two_processes(tmp_path, "skip", *common, f"checkpoint.save_dir={tmp_path / 'ddp'}", skipping=True)
+    single = train(compose_train_config([*SMALL, *common, "optimization.update_freq=2",
+                                         f"checkpoint.save_dir={tmp_path / 'one'}"]), _plugins(skipping=True))
+    assert ranks[0]["num_updates"] == single["num_updates"] == 6
+    for key, value in ranks[0]["model"].items():
+        assert torch.equal(value, ranks[1]["model"][key]), key
+        torch.testing.assert_close(value, single["model"].state_dict()[key], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(ranks[0]["losses"]), torch.tensor(single["train_losses"]),
+                               rtol=1e-5, atol=1e-6)
+    # sharded: a skipped block's unit is neither gathered nor reduced, on every rank alike
+    sharded = run_two_processes(tmp_path, "skip_fsdp", *common, "common.distributed_strategy=fsdp",
+                                f"checkpoint.save_dir={tmp_path / 'fsdp'}", skipping=True)
+    torch.testing.assert_close(torch.tensor(sharded[0]["losses"]), torch.tensor(ranks[0]["losses"]),
+                               rtol=1e-5, atol=1e-6)
+    fsdp_weights = load_checkpoint(tmp_path / "fsdp" / "checkpoint_last.pt")["model"]
+    for key, value in ranks[0]["model"].items():
+        torch.testing.assert_close(fsdp_weights[key], value, rtol=1e-5, atol=1e-6)
 
 
 def test_a_distributed_run_resumes_the_same_curve(tmp_path):

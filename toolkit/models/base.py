@@ -30,6 +30,9 @@ class EncoderDecoderModel(nn.Module):
 
     encoder: nn.Module
     decoder: nn.Module
+    # True when a training step may leave parameters without gradient (LayerDrop skipping
+    # blocks): distributed data parallelism then looks for them at every step
+    find_unused_parameters: bool = False
 
     def forward(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor,
                 prev_output_tokens: torch.Tensor, return_all_hiddens: bool = False) -> DecoderOutput:

@@ -46,7 +46,8 @@ class Trainer:
         if self.sharded:  # in place: the module's own forward gathers and frees the shards
             sharding.shard_model(self.module)
         elif self.distributed.enabled:
-            self.model = DataParallelModel(self.module, device_ids=[self.device] if self.device.type == "cuda" else None)
+            self.model = DataParallelModel(self.module, device_ids=[self.device] if self.device.type == "cuda" else None,
+                                           find_unused_parameters=getattr(self.module, "find_unused_parameters", False))
         if cfg.common.compile:  # after DDP, whose bucket boundaries then split the graph
             self.model = torch.compile(self.model)
         self.criterion = criterion.to(self.device)
