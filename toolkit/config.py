@@ -67,6 +67,10 @@ class CheckpointConfig:
     keep_last_epochs: int = 3  # epoch checkpoints kept besides last and best (-1: all)
     save_interval_updates: int = 0  # also save `last` every N updates (0: at epoch end only)
     resume: bool = True  # continue from save_dir/checkpoint_last.pt when it exists
+    # start from these model weights, with a fresh optimizer, schedule and epoch (ignored when
+    # resuming); the vocabularies must be the checkpoint's: train on its run's task.destdir
+    finetune_from: Optional[str] = None
+    finetune_strict: bool = True  # false: parameters on one side only are listed and left as built
     best_metric: str = "loss"  # a validation metric; lower is better unless maximize
     maximize_best_metric: bool = False
     no_save: bool = False

@@ -174,3 +174,53 @@ def test_fp16_overflow_steps_are_skipped_and_counted(tmp_path):
     assert results[0] is None and trainer.skipped_updates > 0
     assert trainer.num_updates == sum(r is not None for r in results) > 0
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_finetuning_starts_from_the_weights_with_a_fresh_optimizer_and_epoch(tmp_path):
+    parent = train(config(tmp_path / "a", "optimization.max_epoch=2"))
+    finetune = [f"checkpoint.finetune_from={tmp_path / 'a' / 'checkpoint_last.pt'}",
+                f"task.destdir={tmp_path / 'a' / 'data-bin'}"]
+    child = train(config(tmp_path / "b", *finetune, "optimization.max_update=2"))
+    # the first batch is the parent's first batch, now scored by the trained weights
+    first, last = parent["train_losses"][0], parent["train_losses"][-1]
+    assert abs(child["train_losses"][0] - last) < abs(child["train_losses"][0] - first) / 3, (first, last, child)
+    state = load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")
+    assert state["num_updates"] == 2 and state["iterator"]["epoch"] == 1
+    assert all(int(s["step"]) == 2 for s in state["optimizer"]["state"].values())
+    # a rerun resumes the child's own run instead of starting from the parent again
+    resumed = train(config(tmp_path / "b", *finetune, "optimization.max_update=4"))
+    assert resumed["num_updates"] == 4 and len(resumed["train_losses"]) == 2
+
+
+def _fresh_model(tmp_path, *overrides):
+    from toolkit.plugins import load_plugins
+
+    cfg = config(tmp_path, *overrides)
+    plugins = load_plugins(autoload=False)
+    task = plugins.registries.task.build(cfg.task, cfg)
+    task.prepare()
+    return task.build_model(plugins.registries, cfg.model), task, plugins
+
+
+def test_finetuning_loads_every_weight_and_refuses_what_does_not_fit(tmp_path):
+    from toolkit.training.train import initialize_from
+
+    train(config(tmp_path / "a", "optimization.max_update=3"))
+    parent = tmp_path / "a" / "checkpoint_last.pt"
+    weights, same_data = load_checkpoint(parent)["model"], f"task.destdir={tmp_path / 'a' / 'data-bin'}"
+    model, task, plugins = _fresh_model(tmp_path / "b", same_data)
+    initialize_from(parent, model, task, plugins)
+    assert model.state_dict().keys() == weights.keys()
+    assert all(torch.equal(value, weights[key]) for key, value in model.state_dict().items())
+
+    deeper, task, plugins = _fresh_model(tmp_path / "c", same_data, "model.decoder_layers=2")
+    with pytest.raises(CheckpointError, match=r"missing from the checkpoint: \['decoder\.layers\.1\."):
+        initialize_from(parent, deeper, task, plugins)
+    initialize_from(parent, deeper, task, plugins, strict=False)  # the shared block is loaded
+    assert torch.equal(deeper.state_dict()["decoder.layers.0.ffn.fc1.weight"], weights["decoder.layers.0.ffn.fc1.weight"])
+
+    other_vocab, task, plugins = _fresh_model(tmp_path / "d", "task.vocab_size=250")
+    with pytest.raises(CheckpointError, match="vocabularies or tokenizers differ"):
+        initialize_from(parent, other_vocab, task, plugins)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        train(config(tmp_path / "e", "checkpoint.finetune_from=" + str(tmp_path / "nope.pt")))

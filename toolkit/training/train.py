@@ -16,7 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 import toolkit
 from toolkit.config import save_config, validate_train_config
 from toolkit.plugins import PluginSession, get_plugins
-from toolkit.training.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
+from toolkit.training.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
 from toolkit.training.distributed import DistributedContext, init_distributed, shutdown
 from toolkit.training.progress import Meter, Reporter, summarize
 from toolkit.training.trainer import Trainer
@@ -60,6 +66,10 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
         task.prepare()
     model = task.build_model(plugins.registries, cfg.model)
     plugins.hook.toolkit_modify_model(model=model, cfg=cfg)
+    checkpoints = CheckpointManager(save_dir, cfg.checkpoint.keep_last_epochs, cfg.checkpoint.maximize_best_metric)
+    resuming = cfg.checkpoint.resume and checkpoints.last_path.exists()
+    if cfg.checkpoint.finetune_from and not resuming:  # before DDP/FSDP wrap the model
+        initialize_from(Path(cfg.checkpoint.finetune_from), model, task, plugins, cfg.checkpoint.finetune_strict)
     criterion = task.build_criterion(plugins.registries, cfg.criterion)
     trainer = Trainer(cfg, task, model, criterion, plugins, distributed)
     logger.info("model %s: %d parameters; criterion %s; %s on %s", cfg.model.get("arch") or cfg.model._name,
@@ -71,8 +81,7 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
     train_itr = task.batch_iterator(task.load_dataset(cfg.dataset.train_subset, max_positions), True, shard,
                                     pin_memory=trainer.device.type == "cuda")
     valid_data = task.load_dataset(cfg.dataset.valid_subset, max_positions)
-    checkpoints = CheckpointManager(save_dir, cfg.checkpoint.keep_last_epochs, cfg.checkpoint.maximize_best_metric)
-    if cfg.checkpoint.resume and checkpoints.last_path.exists():
+    if resuming:
         _resume(checkpoints, trainer, train_itr, plugins)
     if master:
         save_config(cfg, save_dir / "config.yaml")
@@ -206,6 +215,44 @@ def check_plugins(state: dict[str, Any], plugins: PluginSession, path: Path) -> 
     for name, version in recorded.get("versions", {}).items():
         if name not in plugins.loaded():
             logger.warning("checkpoint %s was written with plugin %s %s, which is not loaded", path, name, version)
+
+
+def initialize_from(path: Path, model: torch.nn.Module, task, plugins: PluginSession, strict: bool = True) -> None:
+    """Load a checkpoint's model weights into a freshly built ``model`` (fine-tuning).
+
+    The run's task must hold the same vocabularies and tokenizers as the checkpoint's, so each
+    embedding row keeps its meaning; ``strict=False`` tolerates parameters on one side only
+    (a plugin's new heads), listing them.
+    """
+    state = load_checkpoint(path)
+    check_plugins(state, plugins, path)
+    if not _same_state(state["task"], task.state_dict()):
+        raise CheckpointError(f"cannot fine-tune from {path}: its vocabularies or tokenizers differ from this "
+                              f"run's; train on the data its run prepared (task.destdir=<that run>/data-bin)")
+    try:
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    except RuntimeError as error:  # shapes that differ
+        raise CheckpointError(f"cannot fine-tune from {path}: {error}") from error
+    if missing or unexpected:
+        listing = f"missing from the checkpoint: {missing or 'none'}; not in this model: {unexpected or 'none'}"
+        if strict:
+            raise CheckpointError(f"cannot fine-tune from {path}: {listing} (checkpoint.finetune_strict=false "
+                                  f"keeps the rest)")
+        logger.warning("fine-tuning from %s without some parameters; %s", path, listing)
+    logger.info("model weights from %s (update %d); optimizer, schedule and epoch start fresh", path,
+                state.get("num_updates", 0))
+
+
+def _same_state(a: Any, b: Any) -> bool:
+    """Equality through nested dicts and lists, tensors compared by value."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and bool(
+            torch.equal(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def _resume(checkpoints: CheckpointManager, trainer: Trainer, train_itr, plugins: PluginSession) -> None:
