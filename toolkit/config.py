@@ -68,7 +68,8 @@ class CheckpointConfig:
     save_interval_updates: int = 0  # also save `last` every N updates (0: at epoch end only)
     resume: bool = True  # continue from save_dir/checkpoint_last.pt when it exists
     # start from these model weights, with a fresh optimizer, schedule and epoch (ignored when
-    # resuming); the vocabularies must be the checkpoint's: train on its run's task.destdir
+    # resuming); the vocabularies must be the checkpoint's: train on its run's task.destdir, or
+    # on new data with task.tokenizers_from=the same checkpoint
     finetune_from: Optional[str] = None
     finetune_strict: bool = True  # false: parameters on one side only are listed and left as built
     best_metric: str = "loss"  # a validation metric; lower is better unless maximize

@@ -16,6 +16,7 @@ from toolkit.data.preprocess import MANIFEST, DataError, PreprocessSettings, loa
 from toolkit.data.tokenizer import PretokenizedTokenizer, SentencePieceTokenizer
 from toolkit.data.toy_corpus import write_toy_corpus
 from toolkit.tasks.translation import TranslationConfig, TranslationTask
+from toolkit.training.checkpoint import CheckpointError
 
 OLD = 1_000_000_000  # a fixed past mtime (2001): any rewrite gives a file a newer one
 
@@ -339,3 +340,43 @@ def torch_roundtrip(obj):
     torch.save(obj, buffer)
     buffer.seek(0)
     return torch.load(buffer, weights_only=True)
+
+
+def test_given_tokenizers_binarize_new_data_with_the_same_ids(corpus, tmp_path, train_calls):
+    parent = tmp_path / "parent-bin"
+    preprocess(corpus, parent, settings())
+    new_data = write_toy_corpus(tmp_path / "new-text", n_train=200, n_valid=20, n_test=20, seed=7)
+    child = tmp_path / "child-bin"
+    preprocess(new_data, child, settings(tokenizers_from=str(parent), vocab_size=999))
+    assert len(train_calls) == 1  # only the parent trained a tokenizer
+    for side in ("src", "tgt"):  # the parent's tokenizers, byte for byte
+        assert (child / f"tokenizer.{side}.pt").read_bytes() == (parent / f"tokenizer.{side}.pt").read_bytes()
+    src_tok, _ = load_tokenizers(parent)
+    assert decoded(child, "train", "src", src_tok) == lines(new_data / "train.src")
+    manifest = json.loads((child / MANIFEST).read_text())
+    assert manifest["settings"]["tokenizers_from"] == str(parent)
+    # new tokenizers at the source: the ids may change, so the data is rebuilt
+    age(child)
+    preprocess(corpus, parent, settings(vocab_size=150))
+    preprocess(new_data, child, settings(tokenizers_from=str(parent), vocab_size=999))
+    assert "train.src.bin" in rewritten(child)
+
+
+def test_given_tokenizers_from_a_checkpoint_and_bad_sources(corpus, tmp_path):
+    parent = tmp_path / "parent-bin"
+    preprocess(corpus, parent, settings())
+    src_tok, tgt_tok = load_tokenizers(parent)
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"cfg": {}, "model": {}, "task": {"src_tokenizer": src_tok.state_dict(),
+                                                 "tgt_tokenizer": tgt_tok.state_dict()}}, checkpoint)
+    child = tmp_path / "child-bin"
+    preprocess(corpus, child, settings(tokenizers_from=str(checkpoint)))
+    assert decoded(child, "valid", "tgt", tgt_tok) == lines(corpus / "valid.tgt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no tokenizer.src.pt"):
+        preprocess(corpus, tmp_path / "x", settings(tokenizers_from=str(tmp_path / "empty")))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        preprocess(corpus, tmp_path / "x", settings(tokenizers_from=str(tmp_path / "nope.pt")))
+    torch.save({"cfg": {}, "model": {}}, tmp_path / "other.pt")
+    with pytest.raises(DataError, match="holds no translation tokenizers"):
+        preprocess(corpus, tmp_path / "y", settings(tokenizers_from=str(tmp_path / "other.pt")))

@@ -224,3 +224,22 @@ def test_finetuning_loads_every_weight_and_refuses_what_does_not_fit(tmp_path):
         initialize_from(parent, other_vocab, task, plugins)
     with pytest.raises(CheckpointError, match="does not exist"):
         train(config(tmp_path / "e", "checkpoint.finetune_from=" + str(tmp_path / "nope.pt")))
+
+
+def test_finetuning_on_new_data_takes_the_parents_tokenizers(tmp_path):
+    from toolkit.data.toy_corpus import write_toy_corpus
+
+    train(config(tmp_path / "a", "optimization.max_update=3"))
+    parent = tmp_path / "a" / "checkpoint_last.pt"
+    new_data = write_toy_corpus(tmp_path / "new", n_train=400, n_valid=30, n_test=30, seed=5)
+    with pytest.raises(CheckpointError, match="vocabularies or tokenizers differ"):  # its own, new vocabulary
+        train(config(tmp_path / "b", f"task.data={new_data}", f"checkpoint.finetune_from={parent}"))
+    child = train(config(tmp_path / "c", f"task.data={new_data}", f"task.tokenizers_from={parent}",
+                         f"checkpoint.finetune_from={parent}", "optimization.max_update=2"))
+    assert child["num_updates"] == 2
+    from toolkit.data.tokenizer import tokenizer_from_state_dict
+
+    for side in ("src_tokenizer", "tgt_tokenizer"):  # the parent's sentencepiece models, byte for byte
+        child_tok, parent_tok = (tokenizer_from_state_dict(load_checkpoint(path)["task"][side])
+                                 for path in (tmp_path / "c" / "checkpoint_last.pt", parent))
+        assert child_tok.model_proto == parent_tok.model_proto

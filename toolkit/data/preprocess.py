@@ -19,6 +19,7 @@ import torch
 
 from toolkit.data.indexed_dataset import write_indexed
 from toolkit.data.tokenizer import PretokenizedTokenizer, SentencePieceTokenizer, Tokenizer, tokenizer_from_state_dict
+from toolkit.training.checkpoint import load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class PreprocessSettings:
     character_coverage: float
     min_count: int
     seed: int
+    tokenizers_from: str | None = None  # a checkpoint or binarized folder whose tokenizers to use
 
 
 def read_lines(path: Path) -> list[str]:
@@ -93,13 +95,18 @@ def preprocess(data: str | os.PathLike, destdir: str | os.PathLike, settings: Pr
             raise DataError(f"{split}: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
                             f"a parallel corpus needs the same number of lines on both sides")
         texts[split] = (src, tgt)
+    given = given_tokenizers(Path(settings.tokenizers_from)) if settings.tokenizers_from else None  # before any change
     destdir.mkdir(parents=True, exist_ok=True)
     (destdir / MANIFEST).unlink(missing_ok=True)  # stale until the last file is written
     for split in set(settings.splits) - set(files):  # a split removed from DATA: drop its old binaries
         for name in _split_outputs(split, settings):
             (destdir / name).unlink(missing_ok=True)
-    logger.info("training %s tokenizer(s) on %s (%d pairs)", settings.tokenizer, data, len(texts["train"][0]))
-    tokenizers = _train_tokenizers(texts["train"], settings)
+    if given:
+        logger.info("binarizing %s with the tokenizers of %s", data, settings.tokenizers_from)
+        tokenizers = given
+    else:
+        logger.info("training %s tokenizer(s) on %s (%d pairs)", settings.tokenizer, data, len(texts["train"][0]))
+        tokenizers = _train_tokenizers(texts["train"], settings)
     for side, tokenizer in zip(("src", "tgt"), tokenizers):
         _save_atomic(tokenizer.state_dict(), destdir / f"tokenizer.{side}.pt")
     for split, sides in texts.items():
@@ -122,6 +129,19 @@ def load_tokenizers(destdir: str | os.PathLike) -> tuple[Tokenizer, Tokenizer]:
         tokenizer_from_state_dict(torch.load(destdir / f"tokenizer.{side}.pt", weights_only=True))
         for side in ("src", "tgt")
     )
+
+
+def given_tokenizers(source: Path) -> tuple[Tokenizer, Tokenizer]:
+    """The tokenizers of a checkpoint (a translation run's) or of a binarized data folder."""
+    if source.is_dir():
+        if not all((source / f"tokenizer.{side}.pt").exists() for side in ("src", "tgt")):
+            raise DataError(f"{source} holds no tokenizer.src.pt/tokenizer.tgt.pt (not a binarized data folder)")
+        return load_tokenizers(source)
+    task_state = load_checkpoint(source).get("task", {})
+    if not {"src_tokenizer", "tgt_tokenizer"} <= task_state.keys():
+        raise DataError(f"checkpoint {source} holds no translation tokenizers")
+    return tuple(  # type: ignore[return-value]
+        tokenizer_from_state_dict(task_state[f"{side}_tokenizer"]) for side in ("src", "tgt"))
 
 
 def _train_tokenizers(train: tuple[list[str], list[str]], s: PreprocessSettings) -> tuple[Tokenizer, Tokenizer]:
@@ -153,10 +173,16 @@ def _outputs(files: dict, settings: PreprocessSettings) -> list[str]:
 
 def _manifest(data: Path, settings: PreprocessSettings) -> dict:
     files = split_files(data, settings)
+    inputs = {p.name: _sha256(p) for pair in files.values() for p in pair}
+    if settings.tokenizers_from:  # a changed source of tokenizers means new ids
+        source = Path(settings.tokenizers_from)
+        for path in [source / f"tokenizer.{side}.pt" for side in ("src", "tgt")] if source.is_dir() else [source]:
+            inputs[f"tokenizers:{path}"] = _sha256(path) if path.exists() else "missing"
     return {
         "format": FORMAT_VERSION,
-        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(settings).items()},
-        "inputs": {p.name: _sha256(p) for pair in files.values() for p in pair},
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(settings).items()
+                     if v is not None},  # None: a setting added later and unused keeps old manifests valid
+        "inputs": inputs,
     }
 
 

@@ -36,6 +36,9 @@ class TranslationConfig:
     character_coverage: float = 1.0
     min_count: int = 1  # pretokenized: rarer words become <unk>
     toy_pairs: int = 20000  # training pairs of the toy corpus when data is null
+    # binarize with the tokenizers of this checkpoint (or binarized folder) instead of training
+    # new ones: fine-tuning on new data, a student on a teacher's distilled corpus
+    tokenizers_from: Optional[str] = None
 
 
 class TranslationTask(Task):
@@ -65,7 +68,8 @@ class TranslationTask(Task):
         if c.data is None:
             source, target = "src", "tgt"
         return PreprocessSettings(source, target, tuple(c.splits), c.tokenizer, c.vocab_size, c.joint_vocab,
-                                  c.spm_model_type, c.character_coverage, c.min_count, seed=1)
+                                  c.spm_model_type, c.character_coverage, c.min_count, seed=1,
+                                  tokenizers_from=c.tokenizers_from)
 
     def prepare(self) -> None:
         destdir = preprocess(self.data_dir(), self.cfg.destdir, self.settings())

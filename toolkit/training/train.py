@@ -228,7 +228,8 @@ def initialize_from(path: Path, model: torch.nn.Module, task, plugins: PluginSes
     check_plugins(state, plugins, path)
     if not _same_state(state["task"], task.state_dict()):
         raise CheckpointError(f"cannot fine-tune from {path}: its vocabularies or tokenizers differ from this "
-                              f"run's; train on the data its run prepared (task.destdir=<that run>/data-bin)")
+                              f"run's; train on the data its run prepared (task.destdir=<that run>/data-bin) "
+                              f"or binarize new data with its tokenizers (task.tokenizers_from={path})")
     try:
         missing, unexpected = model.load_state_dict(state["model"], strict=False)
     except RuntimeError as error:  # shapes that differ
