@@ -13,8 +13,8 @@ batch, length penalty and threads; it prints both speeds, their ratio and the fr
 identical hypotheses.
 
 With --exit-after-block N it measures what early exits save in wall-clock time: the same
-sentences are decoded at full depth, with an exit policy that stops every hypothesis after
-block N (the blocks above then only add keys/values for it), and by the model truncated to N
+sentences are decoded at full depth, with the ``fixed_depth`` exit policy stopping every
+hypothesis after block N (the blocks above then only add keys/values for it), and by the model truncated to N
 blocks (the floor), in alternating rounds (--rounds) so that machine drift hits all three.
 """
 
@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import tempfile
 import time
 
 import torch
 
-from toolkit import hookimpl
 from toolkit.data.preprocess import read_lines
-from toolkit.generation.exit_policy import ExitPolicy
 from toolkit.generation.generator import GenerationConfig
 from toolkit.generation.report import SpeedMeter
 from toolkit.generation.translator import Translator
-from toolkit.plugins import load_plugins
 from toolkit.scoring.bleu import score
 
 
@@ -79,31 +77,13 @@ def main() -> None:
         compare_exits(args, translator, sources)
 
 
-class ExitAfterBlock(ExitPolicy):
-    """Every hypothesis exits after block ``n`` (1-based)."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> torch.Tensor:
-        return torch.full((hidden.size(0),), block + 1 >= self.n, dtype=torch.bool, device=hidden.device)
-
-    @hookimpl
-    def toolkit_exit_policy(self) -> ExitPolicy:
-        return self
-
-
 def compare_exits(args: argparse.Namespace, full: Translator, sources: list[str]) -> None:
-    blocks = len(full.model.decoder.layers)
-    if not 1 <= args.exit_after_block < blocks:
-        raise SystemExit(f"--exit-after-block must be in 1..{blocks - 1} for this {blocks}-block decoder")
     gen_cfg = GenerationConfig(beam=args.beam, lenpen=args.lenpen)
-    plugins = load_plugins(autoload=False, extra=[("exit_after_block", ExitAfterBlock(args.exit_after_block))])
-    exiting = Translator(full.task, full.model, gen_cfg, plugins, max_sentences=args.batch)
+    exit_cfg = dataclasses.replace(gen_cfg, exit_policy={"_name": "fixed_depth", "block": args.exit_after_block})
+    exiting = Translator(full.task, full.model, exit_cfg, max_sentences=args.batch)
     truncated_model = copy.deepcopy(full.model)
     del truncated_model.decoder.layers[args.exit_after_block :]
-    truncated = Translator(full.task, truncated_model, gen_cfg, load_plugins(autoload=False),
-                           max_sentences=args.batch)
+    truncated = Translator(full.task, truncated_model, gen_cfg, max_sentences=args.batch)
     runs = {"full depth": full, f"exit after {args.exit_after_block}": exiting,
             f"{args.exit_after_block} blocks": truncated}
     seconds, tokens, outputs = {name: 0.0 for name in runs}, {name: 0 for name in runs}, {}

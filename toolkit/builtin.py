@@ -11,6 +11,7 @@ from toolkit.registry import Registries
 @hookimpl
 def toolkit_register(registries: Registries) -> None:
     from toolkit.generation import search
+    from toolkit.generation.exit_policy import FixedDepth, FixedDepthConfig
     from toolkit.criterions.label_smoothed_cross_entropy import LabelSmoothedCEConfig, LabelSmoothedCrossEntropy
     from toolkit.models.architectures import ARCHITECTURES
     from toolkit.models.transformer import TransformerConfig, TransformerModel
@@ -29,6 +30,7 @@ def toolkit_register(registries: Registries) -> None:
     registries.lr_scheduler.add("cosine", sched.CosineSchedule, sched.CosineConfig)
     registries.search.add("beam", search.BeamSearch, search.BeamSearchConfig)
     registries.search.add("sampling", search.Sampling, search.SamplingConfig)
+    registries.exit_policy.add("fixed_depth", FixedDepth, FixedDepthConfig)
 
 
 @hookimpl(trylast=True)

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from toolkit.criterions.base import Criterion
-    from toolkit.generation.exit_policy import ExitPolicy
     from toolkit.models.base import EncoderDecoderModel
     from toolkit.registry import Registries
     from toolkit.training.trainer import Trainer
@@ -32,7 +31,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def toolkit_register(registries: Registries) -> None:
-    """Add components: tasks, models, architectures, criterions, optimizers, schedulers.
+    """Add components: tasks, models, architectures, criterions, optimizers, schedulers,
+    search strategies and exit policies (``toolkit.generation.exit_policy.ExitPolicy``).
 
     Called once per plugin when the plugin manager starts, before any config is composed, so
     every registered config is selectable on the command line (``criterion=NAME``).
@@ -102,19 +102,6 @@ def toolkit_prepare_inference(model: EncoderDecoderModel, cfg: DictConfig) -> No
     :param model: the model with its trained weights, on the CPU, in eval mode.
     :param cfg: the checkpoint's run config, with the generate command's ``plugin_options``
         merged over ``cfg.plugins.options`` (e.g. a depth to prune to).
-    """
-
-
-@hookspec(firstresult=True)
-def toolkit_exit_policy(model: EncoderDecoderModel, cfg: DictConfig) -> ExitPolicy | None:
-    """The early-exit rule the generator consults after each decoder block.
-
-    Called once when a generator is built. Return an ``ExitPolicy`` to decode block by block:
-    after each block it marks the hypotheses that stop there; only the others go through the
-    next block (their states are copied upward for attention). ``None`` from every plugin
-    (the default) decodes at full depth.
-
-    :param cfg: the generation config (``cfg.exit_policy`` names the policy and its settings).
     """
 
 

@@ -144,6 +144,10 @@ class Registries:
     search: Registry = field(
         default_factory=lambda: Registry("search", _base("generation.search", "Search"), "generation/search")
     )
+    exit_policy: Registry = field(
+        default_factory=lambda: Registry(
+            "exit_policy", _base("generation.exit_policy", "ExitPolicy"), "generation/exit_policy")
+    )
 
     def all(self) -> list[Registry]:
         return [getattr(self, f.name) for f in dataclasses.fields(self)]

@@ -49,6 +49,18 @@ def test_generate_a_file_with_fairseq_lines(trained_run, tmp_path):
     assert result.stdout.count("H-2\t") == 2  # nbest
 
 
+def test_an_exit_policy_is_chosen_on_the_command_line(trained_run, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("the dog sleeps\nthe dogs see a cat\n")
+    common = ["toolkit-generate", f"path={trained_run / 'checkpoint_last.pt'}", f"input={source}",
+              f"output={tmp_path / 'out.txt'}", "generation/exit_policy=fixed_depth"]
+    result = run(*common, "generation.exit_policy.block=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "average exit: 1.00 blocks" in result.stdout
+    result = run(*common, "generation.exit_policy.block=5", cwd=tmp_path)
+    assert result.returncode != 0 and "block must be in 1..2 for this 2-block decoder, got 5" in result.stderr
+
+
 def test_interactive_mode_through_a_pipe(trained_run, tmp_path):
     sources = read_lines(trained_run / "data-bin" / "toy-text" / "test.src")[:7]
     result = run("toolkit-generate", f"path={trained_run / 'checkpoint_last.pt'}", "input=-",

@@ -1,4 +1,5 @@
 import copy
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from toolkit.generation.exit_policy import ExitPolicy
 from toolkit.generation.generator import GenerationConfig
 from toolkit.generation.translator import Translator, load_for_inference
 from toolkit.plugins import load_plugins
+from toolkit.registry import RegistryError
 from toolkit.scoring.bleu import score
 from toolkit.training.checkpoint import CheckpointError
 
@@ -139,43 +141,61 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
         Translator.from_checkpoint(tmp_path / "nope.pt")
 
 
-class _ExitAt(ExitPolicy):
-    def __init__(self, block):
-        self.block, self.rows_seen = block, []
-
-    def should_exit(self, block, hidden, decoder):
-        self.rows_seen.append((block, hidden.size(0)))
-        return torch.full((hidden.size(0),), block + 1 >= self.block, dtype=torch.bool)
-
-
-def test_exit_policy_at_block_one_equals_the_one_block_model(loaded):
+def test_fixed_depth_one_equals_the_one_block_model(loaded):
     task, model, sources, _ = loaded
-    policy = _ExitAt(1)
-    plugins = load_plugins(autoload=False, extra=[("exit_at_1", _PolicyPlugin(policy))])
-    early = Translator(task, model, GenerationConfig(beam=4), plugins).translate(sources[:10])
+    early = translator(loaded, beam=4, exit_policy={"_name": "fixed_depth", "block": 1})
     truncated = copy.deepcopy(model)
     del truncated.decoder.layers[1]
-    expected = Translator(task, truncated, GenerationConfig(beam=4), load_plugins(autoload=False)).translate(sources[:10])
-    assert [t.hypotheses[0].tokens.tolist() for t in early] == [t.hypotheses[0].tokens.tolist() for t in expected]
-    assert policy.rows_seen and all(block == 0 for block, _ in policy.rows_seen)  # asked after block 1 only
+    expected = Translator(task, truncated, GenerationConfig(beam=4), load_plugins(autoload=False))
+    assert [t.hypotheses[0].tokens.tolist() for t in early.translate(sources[:10])] == [
+        t.hypotheses[0].tokens.tolist() for t in expected.translate(sources[:10])]
+    assert early.generator.average_exit() == 1.0
 
 
-def test_never_exiting_policy_equals_full_depth(loaded):
-    task, model, sources, _ = loaded
-    plugins = load_plugins(autoload=False, extra=[("never", _PolicyPlugin(_ExitAt(99)))])
-    t = Translator(task, model, GenerationConfig(beam=4), plugins)
+def test_fixed_depth_at_the_last_block_equals_full_depth(loaded):
+    *_, sources, _ = loaded
+    t = translator(loaded, beam=4, exit_policy={"_name": "fixed_depth", "block": 2})
     a = t.translate(sources[:10])
     b = translator(loaded, beam=4).translate(sources[:10])
     assert [x.hypotheses[0].tokens.tolist() for x in a] == [x.hypotheses[0].tokens.tolist() for x in b]
     assert t.generator.average_exit() == 2.0
+    with pytest.raises(ValueError, match=r"block must be in 1\.\.2 for this 2-block decoder, got 3"):
+        translator(loaded, exit_policy={"_name": "fixed_depth", "block": 3})
+
+
+@dataclass
+class _EveryOtherRowConfig:
+    _name: str = "every_other_row"
+
+
+class _EveryOtherRow(ExitPolicy):
+    """A third party's policy: even rows (of those still running) exit after block 1."""
+
+    def __init__(self, cfg, model):
+        self.rows_seen = []
+
+    def should_exit(self, block, hidden, decoder):
+        self.rows_seen.append((block, hidden.size(0)))
+        return torch.arange(hidden.size(0)) % 2 == 0
 
 
 class _PolicyPlugin:
-    def __init__(self, policy):
-        self.policy = policy
-
     from toolkit import hookimpl
 
     @hookimpl
-    def toolkit_exit_policy(self, model, cfg):
-        return self.policy
+    def toolkit_register(self, registries):
+        registries.exit_policy.add("every_other_row", _EveryOtherRow, _EveryOtherRowConfig)
+
+
+def test_a_plugins_exit_policy_is_selected_by_name(loaded, clean_config_store):
+    task, model, sources, _ = loaded
+    plugins = load_plugins(autoload=False, extra=[("policies", _PolicyPlugin())])
+    t = Translator(task, model, GenerationConfig(beam=4, exit_policy={"_name": "every_other_row"}), plugins)
+    translations = t.translate(sources[:10])
+    assert all(x.text for x in translations)
+    policy = t.generator.exit_policy
+    assert isinstance(policy, _EveryOtherRow) and all(block == 0 for block, _ in policy.rows_seen)
+    assert 1.0 < t.generator.average_exit() < 2.0  # about half the rows left after block 1
+    with pytest.raises(RegistryError, match="unknown exit_policy 'nosuch'; registered exit_policy names: "
+                                            "every_other_row, fixed_depth"):
+        Translator(task, model, GenerationConfig(exit_policy={"_name": "nosuch"}), plugins)

@@ -1,7 +1,8 @@
 """Early exits in decoding: the policy interface and the block-by-block decoder step.
 
-A plugin returns an ``ExitPolicy`` from the ``toolkit_exit_policy`` hook; the generator then
-decodes each step block by block and asks the policy, after every block but the last, which
+Exit policies are a registry kind, like search strategies: a plugin registers one with its
+config (``registries.exit_policy.add(name, cls, cfg)``), and ``toolkit-generate
+generation/exit_policy=NAME`` selects it. With a policy, the generator decodes each step block by block and asks the policy, after every block but the last, which
 hypotheses stop there. A stopped hypothesis keeps its state: it is copied to the blocks
 above, which compute only their keys and values from it (so later positions can attend to
 it) and run nothing else for it; its next-token distribution is the output layer applied to
@@ -10,6 +11,8 @@ that state.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from toolkit.models.base import EncoderOutput
@@ -17,7 +20,11 @@ from toolkit.models.incremental_state import IncrementalState
 
 
 class ExitPolicy:
-    """Decides, after a decoder block, which rows (hypotheses) exit there."""
+    """Decides, after a decoder block, which rows (hypotheses) exit there.
+
+    Built once per generator from its config and the model: ``cls.from_config(cfg, model)``
+    when the class has that factory, else ``cls(cfg, model)``.
+    """
 
     def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> torch.Tensor:
         """:param block: 0-based index of the block just computed.
@@ -26,6 +33,27 @@ class ExitPolicy:
         :return: (N,) bool, True for rows that exit now.
         """
         raise NotImplementedError
+
+
+@dataclass
+class FixedDepthConfig:
+    _name: str = "fixed_depth"
+    block: int = 1  # every hypothesis exits after this decoder block (1-based)
+
+
+class FixedDepth(ExitPolicy):
+    """Every hypothesis exits after the same block: the model decoded at a smaller depth (the
+    "anytime" decoding of aligned depth-adaptive or LayerDrop-trained models)."""
+
+    def __init__(self, cfg: FixedDepthConfig, model):
+        blocks = len(model.decoder.layers)
+        if not 1 <= cfg.block <= blocks:
+            raise ValueError(f"exit_policy.block must be in 1..{blocks} for this {blocks}-block decoder, "
+                             f"got {cfg.block}")
+        self.block = cfg.block
+
+    def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> torch.Tensor:
+        return torch.full((hidden.size(0),), block + 1 >= self.block, dtype=torch.bool, device=hidden.device)
 
 
 def decode_step_with_exits(decoder, tokens: torch.Tensor, encoder_out: EncoderOutput,

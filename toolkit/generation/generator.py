@@ -28,6 +28,9 @@ class GenerationConfig:
     min_len: int = 1
     unkpen: float = 0.0  # subtracted from <unk>'s log-probability
     search: Any = field(default_factory=lambda: {"_name": "beam"})
+    # a registered exit policy and its settings ({"_name": "fixed_depth", "block": 2});
+    # None decodes every hypothesis at full depth
+    exit_policy: Any = None
 
 
 @dataclass

@@ -70,7 +70,7 @@ class Translator:
         self.task, self.model = task, model
         self.device = next(model.parameters()).device
         search = plugins.registries.search.build(gen_cfg.search)
-        policy = plugins.hook.toolkit_exit_policy(model=model, cfg=OmegaConf.structured(gen_cfg))
+        policy = plugins.registries.exit_policy.build(gen_cfg.exit_policy, model) if gen_cfg.exit_policy else None
         self.generator = SequenceGenerator(model, task.tgt_dict, gen_cfg, search, policy)
         self.max_sentences, self.max_tokens = max_sentences, max_tokens
 
