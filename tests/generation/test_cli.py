@@ -56,7 +56,7 @@ def test_an_exit_policy_is_chosen_on_the_command_line(trained_run, tmp_path):
               f"output={tmp_path / 'out.txt'}", "generation/exit_policy=fixed_depth"]
     result = run(*common, "generation.exit_policy.block=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "average exit: 1.00 blocks" in result.stdout
+    assert "average exit: 1.00 blocks (tokens exiting at block 1: 100.0%, 2: 0.0%)" in result.stdout
     result = run(*common, "generation.exit_policy.block=5", cwd=tmp_path)
     assert result.returncode != 0 and "block must be in 1..2 for this 2-block decoder, got 5" in result.stderr
 

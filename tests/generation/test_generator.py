@@ -149,7 +149,7 @@ def test_fixed_depth_one_equals_the_one_block_model(loaded):
     expected = Translator(task, truncated, GenerationConfig(beam=4), load_plugins(autoload=False))
     assert [t.hypotheses[0].tokens.tolist() for t in early.translate(sources[:10])] == [
         t.hypotheses[0].tokens.tolist() for t in expected.translate(sources[:10])]
-    assert early.generator.average_exit() == 1.0
+    assert early.generator.average_exit() == 1.0 and early.generator.exit_histogram() == [1.0, 0.0]
 
 
 def test_fixed_depth_at_the_last_block_equals_full_depth(loaded):
@@ -196,6 +196,9 @@ def test_a_plugins_exit_policy_is_selected_by_name(loaded, clean_config_store):
     policy = t.generator.exit_policy
     assert isinstance(policy, _EveryOtherRow) and all(block == 0 for block, _ in policy.rows_seen)
     assert 1.0 < t.generator.average_exit() < 2.0  # about half the rows left after block 1
+    first, second = t.generator.exit_histogram()
+    assert 0.4 < first < 0.7 and first + second == pytest.approx(1.0)
+    assert t.generator.average_exit() == pytest.approx(first + 2 * second)
     with pytest.raises(RegistryError, match="unknown exit_policy 'nosuch'; registered exit_policy names: "
                                             "every_other_row, fixed_depth"):
         Translator(task, model, GenerationConfig(exit_policy={"_name": "nosuch"}), plugins)

@@ -59,7 +59,9 @@ def generate(cfg: DictConfig | GenerateConfig) -> dict:
             print(line)
     print(meter.summary())
     if translator.generator.exit_policy is not None:
-        print(f"average exit: {translator.generator.average_exit():.2f} blocks")
+        histogram = ", ".join(f"{block}: {share:.1%}"
+                              for block, share in enumerate(translator.generator.exit_histogram(), start=1))
+        print(f"average exit: {translator.generator.average_exit():.2f} blocks (tokens exiting at block {histogram})")
     return result
 
 

@@ -45,7 +45,9 @@ class SequenceGenerator:
                  exit_policy: ExitPolicy | None = None):
         self.model, self.dict, self.cfg, self.search = model, tgt_dict, cfg, search
         self.exit_policy = exit_policy
-        self.exit_sum, self.exit_count = 0, 0  # summed exit blocks of decoded tokens (average exit)
+        # decoded tokens per exit block (index 0: block 1); int64 on the model's device, read on demand
+        self.exit_counts = torch.zeros(len(model.decoder.layers), dtype=torch.long,
+                                       device=next(model.parameters()).device)
         if cfg.beam < 1 or cfg.nbest > cfg.beam:
             raise ValueError(f"generation needs beam >= 1 and nbest <= beam (beam={cfg.beam}, nbest={cfg.nbest})")
         if cfg.beam > len(tgt_dict) - 3:
@@ -115,17 +117,21 @@ class SequenceGenerator:
     def _decode_step(self, tokens: torch.Tensor, encoder_out: EncoderOutput, state) -> torch.Tensor:
         decoder = self.model.decoder
         if self.exit_policy is None:
-            self.exit_sum += len(decoder.layers) * tokens.size(0)
-            self.exit_count += tokens.size(0)
+            self.exit_counts[-1] += tokens.size(0)
             return decoder(tokens, encoder_out, state=state).logits[:, -1]
         logits, exit_block = decode_step_with_exits(decoder, tokens, encoder_out, state, self.exit_policy)
-        self.exit_sum += int(exit_block.sum())
-        self.exit_count += tokens.size(0)
+        self.exit_counts += torch.bincount(exit_block - 1, minlength=len(self.exit_counts))
         return logits
 
     def average_exit(self) -> float:
         """Mean number of decoder blocks run per decoded token so far."""
-        return self.exit_sum / max(self.exit_count, 1)
+        counts = self.exit_counts.tolist()
+        return sum(block * n for block, n in enumerate(counts, start=1)) / max(sum(counts), 1)
+
+    def exit_histogram(self) -> list[float]:
+        """The fraction of decoded tokens that exited at each block (1 to N) so far."""
+        counts = self.exit_counts.tolist()
+        return [n / max(sum(counts), 1) for n in counts]
 
     def _constrain(self, lprobs: torch.Tensor, step: int, max_len: torch.Tensor) -> None:
         """Forbid <s>/<pad>, </s> before min_len; force </s> at each row's max length."""
