@@ -2,8 +2,9 @@
 
 Exit policies are a registry kind, like search strategies: a plugin registers one with its
 config (``registries.exit_policy.add(name, cls, cfg)``), and ``toolkit-generate
-generation/exit_policy=NAME`` selects it. With a policy, the generator decodes each step block by block and asks the policy, after every block but the last, which
-hypotheses stop there. A stopped hypothesis keeps its state: it is copied to the blocks
+generation/exit_policy=NAME`` selects it. With a policy, the generator decodes each step
+block by block and asks the policy, after every block but the last, which hypotheses stop
+there. A stopped hypothesis keeps its state: it is copied to the blocks
 above, which compute only their keys and values from it (so later positions can attend to
 it) and run nothing else for it; its next-token distribution is the output layer applied to
 that state.
