@@ -24,6 +24,7 @@ from toolkit.training.checkpoint import load_checkpoint
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+TOKENIZER_FILES = ("tokenizer.src.pt", "tokenizer.tgt.pt")  # source side, target side
 FORMAT_VERSION = 1
 
 
@@ -107,8 +108,8 @@ def preprocess(data: str | os.PathLike, destdir: str | os.PathLike, settings: Pr
     else:
         logger.info("training %s tokenizer(s) on %s (%d pairs)", settings.tokenizer, data, len(texts["train"][0]))
         tokenizers = _train_tokenizers(texts["train"], settings)
-    for side, tokenizer in zip(("src", "tgt"), tokenizers):
-        _save_atomic(tokenizer.state_dict(), destdir / f"tokenizer.{side}.pt")
+    for name, tokenizer in zip(TOKENIZER_FILES, tokenizers):
+        _save_atomic(tokenizer.state_dict(), destdir / name)
     for split, sides in texts.items():
         for lang, lines, tokenizer in zip((settings.source_lang, settings.target_lang), sides, tokenizers):
             ids = tokenizer.encode(lines)
@@ -126,15 +127,14 @@ def preprocess(data: str | os.PathLike, destdir: str | os.PathLike, settings: Pr
 def load_tokenizers(destdir: str | os.PathLike) -> tuple[Tokenizer, Tokenizer]:
     destdir = Path(destdir)
     return tuple(  # type: ignore[return-value]
-        tokenizer_from_state_dict(torch.load(destdir / f"tokenizer.{side}.pt", weights_only=True))
-        for side in ("src", "tgt")
+        tokenizer_from_state_dict(torch.load(destdir / name, weights_only=True)) for name in TOKENIZER_FILES
     )
 
 
 def given_tokenizers(source: Path) -> tuple[Tokenizer, Tokenizer]:
     """The tokenizers of a checkpoint (a translation run's) or of a binarized data folder."""
     if source.is_dir():
-        if not all((source / f"tokenizer.{side}.pt").exists() for side in ("src", "tgt")):
+        if not all((source / name).exists() for name in TOKENIZER_FILES):
             raise DataError(f"{source} holds no tokenizer.src.pt/tokenizer.tgt.pt (not a binarized data folder)")
         return load_tokenizers(source)
     task_state = load_checkpoint(source).get("task", {})
@@ -167,7 +167,7 @@ def _split_outputs(split: str, settings: PreprocessSettings) -> list[str]:
 
 def _outputs(files: dict, settings: PreprocessSettings) -> list[str]:
     """Names of every file preprocessing writes for the splits in ``files`` (manifest aside)."""
-    return ["tokenizer.src.pt", "tokenizer.tgt.pt"] + [
+    return list(TOKENIZER_FILES) + [
         name for split in files for name in _split_outputs(split, settings)]
 
 
@@ -176,7 +176,7 @@ def _manifest(data: Path, settings: PreprocessSettings) -> dict:
     inputs = {p.name: _sha256(p) for pair in files.values() for p in pair}
     if settings.tokenizers_from:  # a changed source of tokenizers means new ids
         source = Path(settings.tokenizers_from)
-        for path in [source / f"tokenizer.{side}.pt" for side in ("src", "tgt")] if source.is_dir() else [source]:
+        for path in [source / name for name in TOKENIZER_FILES] if source.is_dir() else [source]:
             inputs[f"tokenizers:{path}"] = _sha256(path) if path.exists() else "missing"
     return {
         "format": FORMAT_VERSION,

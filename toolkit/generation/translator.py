@@ -13,7 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 from toolkit.generation.generator import GenerationConfig, Hypothesis, SequenceGenerator
 from toolkit.plugins import PluginSession, get_plugins
 from toolkit.registry import to_dataclass
-from toolkit.training.checkpoint import load_checkpoint
 from toolkit.training.trainer import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -35,14 +34,11 @@ def load_for_inference(path: str | Path, plugins: PluginSession | None = None, d
         loaded plugin); plugins read them in ``toolkit_modify_model`` and
         ``toolkit_prepare_inference``, which runs once the weights are loaded.
     """
-    from toolkit.training.train import check_plugins
+    from toolkit.training.train import load_checked
 
     plugins = plugins or get_plugins()
-    state = load_checkpoint(path)
-    check_plugins(state, plugins, Path(path))
+    state = load_checked(Path(path), plugins)
     cfg = OmegaConf.create(state["cfg"])
-    # the plugins that configured this model must be here to rebuild it the same way
-    plugins.require_options_owners(cfg.plugins.options, f"checkpoint {path}")
     if plugin_options:
         plugins.require_options_owners(plugin_options, "plugin_options")
         cfg.plugins.options = OmegaConf.merge(cfg.plugins.options, OmegaConf.create(dict(plugin_options)))

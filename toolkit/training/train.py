@@ -208,10 +208,19 @@ def _checkpoint_state(cfg: DictConfig, trainer: Trainer, train_itr, plugins: Plu
     }
 
 
+def load_checked(path: Path, plugins: PluginSession) -> dict[str, Any]:
+    """A checkpoint, once the plugins it needs are known to be loaded (``check_plugins``)."""
+    state = load_checkpoint(path)
+    check_plugins(state, plugins, path)
+    return state
+
+
 def check_plugins(state: dict[str, Any], plugins: PluginSession, path: Path) -> None:
-    """Fail naming the plugins that built a checkpoint's components and are not loaded."""
+    """Fail naming the plugins that built a checkpoint's components, or configured its model
+    (``plugins.options``), and are not loaded."""
     recorded = state.get("plugins", {})
     plugins.require(sorted(set(recorded.get("providers", {}).values())), why=f"checkpoint {path}")
+    plugins.require_options_owners(state.get("cfg", {}).get("plugins", {}).get("options", {}), f"checkpoint {path}")
     for name, version in recorded.get("versions", {}).items():
         if name not in plugins.loaded():
             logger.warning("checkpoint %s was written with plugin %s %s, which is not loaded", path, name, version)
@@ -224,8 +233,7 @@ def initialize_from(path: Path, model: torch.nn.Module, task, plugins: PluginSes
     embedding row keeps its meaning; ``strict=False`` tolerates parameters on one side only
     (a plugin's new heads), listing them.
     """
-    state = load_checkpoint(path)
-    check_plugins(state, plugins, path)
+    state = load_checked(path, plugins)
     if not _same_state(state["task"], task.state_dict()):
         raise CheckpointError(f"cannot fine-tune from {path}: its vocabularies or tokenizers differ from this "
                               f"run's; train on the data its run prepared (task.destdir=<that run>/data-bin) "
@@ -258,8 +266,7 @@ def _same_state(a: Any, b: Any) -> bool:
 
 def _resume(checkpoints: CheckpointManager, trainer: Trainer, train_itr, plugins: PluginSession) -> None:
     path = checkpoints.last_path
-    state = load_checkpoint(path)
-    check_plugins(state, plugins, path)
+    state = load_checked(path, plugins)
     trainer.load_state_dict(state)
     train_itr.load_state_dict(state["iterator"])
     plugins.hook.toolkit_load_checkpoint_state(state=state.get("plugin_state", {}), trainer=trainer)
