@@ -8,7 +8,8 @@
 
 The output keeps the newest input's config, vocabulary and plugin records (so toolkit-generate
 loads it as any checkpoint), holds the element-wise mean of every floating-point weight, and
-drops optimizer and iterator state (it is for inference, not for resuming).
+drops optimizer and iterator state (it is for inference, not for resuming). It is written by
+the core's inference-checkpoint writer, which first checks that the config rebuilds the model.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ import sys
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
-from toolkit.training.checkpoint import CheckpointError, load_checkpoint, save_atomic
+from toolkit.checkpoint import CheckpointError, load_checkpoint, save_inference_checkpoint
+from toolkit.inference import rebuild_model
+from toolkit.plugins import get_plugins
 
 
 def epoch_checkpoints(folder: Path) -> list[Path]:
@@ -39,8 +43,8 @@ def newest_checkpoints(folder: Path, count: int) -> list[Path]:
     return paths[-count:]
 
 
-def average(paths: list[Path]) -> dict:
-    """The newest checkpoint's state with the mean of all their model weights."""
+def average(paths: list[Path]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The newest checkpoint's state, and the mean of all their model weights."""
     states = [load_checkpoint(p) for p in paths]
     keys = states[-1]["model"].keys()
     for path, state in zip(paths, states):
@@ -53,11 +57,19 @@ def average(paths: list[Path]) -> dict:
             averaged[key] = torch.stack([t.double() for t in tensors]).mean(0).to(tensors[0].dtype)
         else:
             averaged[key] = tensors[-1]
-    keep = ("cfg", "task", "plugins", "plugin_state", "toolkit_version", "num_updates")
-    result = {k: states[-1][k] for k in keep if k in states[-1]}
-    result["model"] = averaged
-    result["averaged_from"] = [str(p) for p in paths]
-    return result
+    return states[-1], averaged
+
+
+def write_average(paths: list[Path], output: Path) -> int:
+    """Average ``paths`` into the inference checkpoint ``output``; returns its bytes."""
+    newest, weights = average(paths)
+    plugins = get_plugins()
+    cfg = OmegaConf.create(newest["cfg"])
+    task, model = rebuild_model(cfg, newest, plugins)
+    model.load_state_dict(weights)
+    return save_inference_checkpoint(output, cfg, task, model, plugins, roles=newest["plugins"].get("roles"),
+                                     plugin_state=newest.get("plugin_state"), num_updates=newest.get("num_updates", 0),
+                                     averaged_from=[str(p) for p in paths])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,8 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     paths = args.inputs or newest_checkpoints(args.dir, args.last)
     if not paths:
         sys.exit(f"no checkpoints (checkpoint<N>.pt, checkpoint_last.pt) in {args.dir}")
-    save_atomic(average(paths), args.output)
-    print(f"averaged {len(paths)} checkpoints ({', '.join(p.name for p in paths)}) into {args.output}")
+    size = write_average(paths, args.output)
+    print(f"averaged {len(paths)} checkpoints ({', '.join(p.name for p in paths)}) into {args.output} "
+          f"({size:,} bytes)")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,14 @@ sentences are decoded by both, one after the other in this process, with the sam
 batch, length penalty and threads; it prints both speeds, their ratio and the fraction of
 identical hypotheses.
 
+With --plugin-option PLUGIN.KEY=VALUE (repeatable) the checkpoint is loaded with those plugin
+options (as toolkit-generate's +plugin_options), e.g. pruned at load time; with --side-by-side
+the checkpoint is also loaded without them, and both settings are decoded in alternating rounds
+(--rounds) in this one run, printing each one's speed, BLEU, parameters and their time ratio:
+
+    python scripts/benchmark_generate.py --checkpoint CKPT --source SRC --reference REF \
+        --plugin-option layerdrop.decoder_layers_to_keep=[0,2,4] --side-by-side
+
 With --exit-after-block N it measures what early exits save in wall-clock time: the same
 sentences are decoded at full depth, with the ``fixed_depth`` exit policy stopping every
 hypothesis after block N (the blocks above then only add keys/values for it), and by the model truncated to N
@@ -28,6 +36,8 @@ import time
 
 import torch
 
+from toolkit.checkpoint import describe
+from toolkit.config import parse_plugin_options
 from toolkit.data.preprocess import read_lines
 from toolkit.generation.generator import GenerationConfig
 from toolkit.generation.report import SpeedMeter
@@ -46,10 +56,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16: the weights' type")
+    parser.add_argument("--plugin-option", action="append", default=[], metavar="PLUGIN.KEY=VALUE",
+                        help="plugin option merged over the checkpoint's (repeatable)")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="also decode without the --plugin-option settings, in alternating rounds")
     parser.add_argument("--compare-ct2", action="store_true", help="also decode with CTranslate2 and compare")
     parser.add_argument("--exit-after-block", type=int, metavar="N",
                         help="compare full depth, every hypothesis exiting after block N, and N blocks")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds for --exit-after-block")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds for --exit-after-block and --side-by-side")
     return parser.parse_args()
 
 
@@ -59,8 +75,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     sources = read_lines(args.source)[: args.limit]
     references = read_lines(args.reference)[: args.limit] if args.reference else None
-    translator = Translator.from_checkpoint(args.checkpoint, GenerationConfig(beam=args.beam, lenpen=args.lenpen),
-                                            device=args.device, max_sentences=args.batch)
+    options = parse_plugin_options(args.plugin_option)
+    translator = load(args, options)
+    print(f"checkpoint   {describe(args.checkpoint, translator.model)}" + (f" with {options}" if options else ""))
+    if args.side_by_side:
+        compare_settings(args, {f"with {options}": translator, "as saved": load(args, {})}, sources, references)
+        return
     translator.translate(sources[: args.batch])  # warm-up
     meter = SpeedMeter(translator.device)
     with meter:
@@ -77,6 +97,44 @@ def main() -> None:
         compare_exits(args, translator, sources)
 
 
+def load(args: argparse.Namespace, plugin_options: dict) -> Translator:
+    return Translator.from_checkpoint(args.checkpoint, GenerationConfig(beam=args.beam, lenpen=args.lenpen),
+                                      device=args.device, plugin_options=plugin_options, precision=args.precision,
+                                      max_sentences=args.batch)
+
+
+def alternate(runs: dict[str, Translator], sources: list[str], rounds: int) -> dict[str, dict]:
+    """Decode ``sources`` with each translator in turn, ``rounds`` times (machine drift then hits
+    all alike): ``{name: {"seconds", "tokens", "outputs"}}`` summed over rounds."""
+    totals = {name: {"seconds": 0.0, "tokens": 0, "outputs": []} for name in runs}
+    for translator in runs.values():
+        translator.translate(sources[: translator.max_sentences])  # warm-up
+    for _ in range(rounds):
+        for name, translator in runs.items():
+            meter = SpeedMeter(translator.device)
+            with meter:
+                translations = translator.translate(sources)
+            meter.add(translations)
+            totals[name]["outputs"] = [t.text for t in translations]
+            totals[name]["seconds"] += meter.seconds
+            totals[name]["tokens"] += meter.tokens
+    return totals
+
+
+def compare_settings(args: argparse.Namespace, runs: dict[str, Translator], sources: list[str],
+                     references: list[str] | None) -> None:
+    """Two settings of one checkpoint, decoded in alternating rounds in this run."""
+    totals = alternate(runs, sources, args.rounds)
+    print(f"side by side: {args.rounds} rounds of {len(sources)} sentences, beam {args.beam}, batch {args.batch}, "
+          f"{torch.get_num_threads()} threads")
+    for name, run in totals.items():
+        bleu = f"   BLEU {score(run['outputs'], references).bleu:.2f}" if references else ""
+        print(f"  {name:<40} {len(sources) * args.rounds / run['seconds']:8.1f} sentences/s "
+              f"{run['tokens'] / run['seconds']:9.1f} tokens/s   {runs[name].model.num_parameters():,} parameters{bleu}")
+    first, second = totals.values()
+    print(f"  time ratio {' / '.join(totals)} = {first['seconds'] / second['seconds']:.3f}")
+
+
 def compare_exits(args: argparse.Namespace, full: Translator, sources: list[str]) -> None:
     gen_cfg = GenerationConfig(beam=args.beam, lenpen=args.lenpen)
     exit_cfg = dataclasses.replace(gen_cfg, exit_policy={"_name": "fixed_depth", "block": args.exit_after_block})
@@ -86,18 +144,9 @@ def compare_exits(args: argparse.Namespace, full: Translator, sources: list[str]
     truncated = Translator(full.task, truncated_model, gen_cfg, max_sentences=args.batch)
     runs = {"full depth": full, f"exit after {args.exit_after_block}": exiting,
             f"{args.exit_after_block} blocks": truncated}
-    seconds, tokens, outputs = {name: 0.0 for name in runs}, {name: 0 for name in runs}, {}
-    for name, translator in runs.items():
-        translator.translate(sources[: args.batch])  # warm-up
-    for _ in range(args.rounds):
-        for name, translator in runs.items():
-            meter = SpeedMeter(translator.device)
-            with meter:
-                translations = translator.translate(sources)
-            meter.add(translations)
-            outputs[name] = [t.text for t in translations]
-            seconds[name] += meter.seconds
-            tokens[name] += meter.tokens
+    totals = alternate(runs, sources, args.rounds)
+    seconds, tokens = {n: t["seconds"] for n, t in totals.items()}, {n: t["tokens"] for n, t in totals.items()}
+    outputs = {n: t["outputs"] for n, t in totals.items()}
     # hypotheses of a shallower decoder differ in length, so the fair unit is time per target token
     per_token = {name: seconds[name] / tokens[name] for name in runs}
     print(f"early exits: {args.rounds} rounds of {len(sources)} sentences")
@@ -120,7 +169,8 @@ def compare_ct2(args: argparse.Namespace, translator: Translator, sources: list[
     pieces = source_pieces(task, sources)
     max_length = translator.model.max_positions()[1] - 1
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = export_checkpoint(args.checkpoint, f"{tmp}/model")
+        model_dir = export_checkpoint(args.checkpoint, f"{tmp}/model",
+                                      plugin_options=parse_plugin_options(args.plugin_option))
         ct2 = ctranslate2.Translator(str(model_dir), device="cpu", inter_threads=1,
                                      intra_threads=torch.get_num_threads())
 

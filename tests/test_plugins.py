@@ -237,8 +237,8 @@ def test_installed_plugin_is_discovered_with_its_version(testplug_site, on_sys_p
 
 
 def test_third_party_plugin_trains_and_is_recorded_in_the_checkpoint(testplug_site, tmp_path):
-    from toolkit.training.checkpoint import load_checkpoint
-    from toolkit.training.train import check_plugins
+    from toolkit.checkpoint import load_checkpoint
+    from toolkit.checkpoint import check_plugins
 
     save_dir = tmp_path / "run"
     result = _train(tmp_path, ["model=testplug_tiny", "criterion=testplug_ce", *_small_run(save_dir)],
@@ -306,7 +306,8 @@ class ScalingWrapper:
 
 def _train_step(session, criterion, model="the model"):
     sample = {"net_input": {}, "ntokens": 5}
-    return session.hook.toolkit_train_step(model=model, criterion=criterion, sample=sample, trainer=None)
+    return session.hook.toolkit_train_step(model=model, criterion=criterion, sample=sample, trainer=None,
+                                          validating=False)
 
 
 def test_core_train_step_calls_the_criterion(clean_config_store):

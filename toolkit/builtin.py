@@ -34,6 +34,6 @@ def toolkit_register(registries: Registries) -> None:
 
 
 @hookimpl(trylast=True)
-def toolkit_train_step(model, criterion, sample: dict[str, Any], trainer) -> Any:
-    """The default loss computation: the criterion on the model."""
+def toolkit_train_step(model, criterion, sample: dict[str, Any]) -> Any:
+    """The default loss computation, in training and validation: the criterion on the model."""
     return criterion(model, sample)

@@ -17,7 +17,9 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from toolkit.files import atomic_write_text
 from toolkit.generation.generator import GenerationConfig
 
 CONF_DIR = Path(__file__).parent / "conf"
@@ -81,7 +83,8 @@ class CheckpointConfig:
 class PluginsConfig:
     require: list[str] = field(default_factory=list)  # fail early unless these are loaded
     block: list[str] = field(default_factory=list)  # unregister these for this run
-    options: dict[str, Any] = field(default_factory=dict)  # free-form settings per plugin
+    # settings per plugin, typed by the dataclass it registered (registries.plugin_options)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -156,11 +159,59 @@ def compose_train_config(overrides: list[str] | None = None, config_name: str = 
 
     from toolkit.plugins import get_plugins
 
-    get_plugins()  # registers every component's schema first
+    plugins = get_plugins()  # registers every component's schema first
     register_schemas()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose(config_name=config_name, overrides=list(overrides or []))
+    if "plugins" in cfg:
+        resolve_plugin_options(cfg.plugins.options, plugins.registries, "plugins.options")
     return cfg
+
+
+def resolve_plugin_options(options: DictConfig, registries: Any, where: str) -> None:
+    """Type each plugin's entry of ``options`` (in place) by the dataclass the plugin registered:
+    unknown keys and wrong types fail naming them, and the defaults are filled in. Entries of
+    plugins that registered no options (or are not loaded) stay as given."""
+    for plugin in list(options):
+        schema = registries.plugin_options.schema(plugin)
+        if schema is not None:
+            options[plugin] = typed_plugin_options(plugin, options[plugin], schema, where)
+
+
+def merge_plugin_options(options: Any, overrides: Any, registries: Any) -> DictConfig:
+    """``overrides`` (``toolkit-generate``'s ``plugin_options``) over a checkpoint's options, typed."""
+    merged = OmegaConf.merge(OmegaConf.create(options or {}), OmegaConf.create(dict(overrides)))
+    resolve_plugin_options(merged, registries, "plugin_options")
+    return merged
+
+
+def parse_plugin_options(items: list[str]) -> dict[str, Any]:
+    """``["layerdrop.decoder_layers_to_keep=[0,2]", ...]`` (command-line ``--plugin-option``s)
+    as ``{"layerdrop": {"decoder_layers_to_keep": [0, 2]}}``; values are read as YAML."""
+    for item in items:
+        key = item.split("=", 1)[0]
+        if "=" not in item or "." not in key or not all(key.split(".")):
+            raise ConfigError(f"a plugin option is PLUGIN.KEY=VALUE, got {item!r}")
+    return OmegaConf.to_container(OmegaConf.from_dotlist(list(items)), resolve=True)
+
+
+def typed_plugin_options(plugin: str, given: Any, schema: type, where: str) -> DictConfig:
+    """``given`` checked against ``schema`` with the schema's defaults filled in."""
+    known = [f.name for f in dataclasses.fields(schema)]
+    if given is None:
+        given = {}
+    if not isinstance(given, (dict, DictConfig)):
+        raise ConfigError(f"{where}.{plugin} must be a mapping of options ({', '.join(known)}), got {given!r}")
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for plugin {plugin} ({where}.{plugin}); "
+                          f"its options are: {', '.join(known)}")
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), given)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", "") or ""
+        message = str(error).splitlines()[0]
+        raise ConfigError(f"{where}.{plugin}{'.' + key if key else ''}: {message}") from None
 
 
 def validate_train_config(cfg: DictConfig) -> None:
@@ -212,8 +263,4 @@ def _unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))

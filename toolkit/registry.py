@@ -121,6 +121,52 @@ class Registry(Generic[T]):
         return len(self._entries)
 
 
+class PluginOptionsRegistry:
+    """Each plugin's options dataclass, and the role the plugin plays for a checkpoint.
+
+    ``registries.plugin_options.add("layerdrop", LayerDropOptions, role="training")`` in the
+    plugin's ``toolkit_register`` makes ``+plugins.options.layerdrop.<key>=...`` (training) and
+    ``+plugin_options.layerdrop.<key>=...`` (generation) typed: an unknown key lists the known
+    ones, a wrong type fails, and the defaults are written into the run's config. ``role`` says
+    whether a checkpoint trained with these options needs the plugin to rebuild its model
+    (``"model"``: it adds or replaces modules) or only to train it (``"training"``).
+    """
+
+    kind = "plugin_options"
+    ROLES = ("model", "training")
+
+    def __init__(self) -> None:
+        self.current_plugin: str | None = None  # set by the plugin manager while registering
+        self._schemas: dict[str, type] = {}
+        self._roles: dict[str, str] = {}
+
+    def add(self, plugin: str, schema: type, role: str = "model") -> None:
+        """Register ``plugin``'s options dataclass (a plugin registers only its own)."""
+        if self.current_plugin not in (None, plugin):
+            raise RegistryError(f"plugin {self.current_plugin!r} cannot register options for plugin {plugin!r}")
+        if plugin in self._schemas:
+            raise RegistryError(f"options of plugin {plugin!r} are already registered")
+        if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
+            raise RegistryError(f"options of plugin {plugin!r} must be a dataclass, got {_qualname(schema)}")
+        if role not in self.ROLES:
+            raise RegistryError(f"role of plugin {plugin!r} must be one of {self.ROLES}, got {role!r}")
+        self._schemas[plugin], self._roles[plugin] = schema, role
+
+    def schema(self, plugin: str) -> type | None:
+        """The options dataclass of ``plugin``, or ``None`` if it registered none (free-form)."""
+        return self._schemas.get(plugin)
+
+    def role(self, plugin: str) -> str:
+        """``"model"`` or ``"training"``; plugins that registered no options count as ``"model"``."""
+        return self._roles.get(plugin, "model")
+
+    def names(self) -> list[str]:
+        return sorted(self._schemas)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter([Entry(name, schema, None, name) for name, schema in self._schemas.items()])
+
+
 @dataclass
 class Registries:
     """Every registry of a toolkit session; plugins receive this in ``toolkit_register``."""
@@ -148,8 +194,9 @@ class Registries:
         default_factory=lambda: Registry(
             "exit_policy", _base("generation.exit_policy", "ExitPolicy"), "generation/exit_policy")
     )
+    plugin_options: PluginOptionsRegistry = field(default_factory=PluginOptionsRegistry)
 
-    def all(self) -> list[Registry]:
+    def all(self) -> list[Registry | PluginOptionsRegistry]:
         return [getattr(self, f.name) for f in dataclasses.fields(self)]
 
     def register_architecture(
@@ -179,6 +226,8 @@ class Registries:
         """``{"model": plugin, ...}``: which plugin provided each component named in ``cfg``."""
         found = {}
         for registry in self.all():
+            if not isinstance(registry, Registry):
+                continue
             section = cfg.get(registry.config_group) if hasattr(cfg, "get") else None
             if registry.kind == "architecture":
                 name = section.get("arch") if section is not None else None

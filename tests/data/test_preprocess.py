@@ -16,7 +16,7 @@ from toolkit.data.preprocess import MANIFEST, DataError, PreprocessSettings, loa
 from toolkit.data.tokenizer import PretokenizedTokenizer, SentencePieceTokenizer
 from toolkit.data.toy_corpus import write_toy_corpus
 from toolkit.tasks.translation import TranslationConfig, TranslationTask
-from toolkit.training.checkpoint import CheckpointError
+from toolkit.checkpoint import CheckpointError
 
 OLD = 1_000_000_000  # a fixed past mtime (2001): any rewrite gives a file a newer one
 

@@ -11,7 +11,7 @@ from toolkit.config import compose_train_config
 from toolkit.data.preprocess import read_lines
 from toolkit.generation.generator import GenerationConfig
 from toolkit.generation.translator import Translator
-from toolkit.training.checkpoint import load_checkpoint
+from toolkit.checkpoint import load_checkpoint
 from toolkit.training.train import train
 
 BIN = Path(sys.executable).parent

@@ -11,7 +11,7 @@ from toolkit.generation.translator import Translator, load_for_inference
 from toolkit.plugins import load_plugins
 from toolkit.registry import RegistryError
 from toolkit.scoring.bleu import score
-from toolkit.training.checkpoint import CheckpointError
+from toolkit.checkpoint import CheckpointError
 
 
 @pytest.fixture(scope="module")

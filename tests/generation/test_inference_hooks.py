@@ -13,7 +13,7 @@ from toolkit import hookimpl
 from toolkit.generation.generator import GenerationConfig
 from toolkit.generation.translator import Translator, load_for_inference
 from toolkit.plugins import PluginError, load_plugins
-from toolkit.training.checkpoint import load_checkpoint
+from toolkit.checkpoint import load_checkpoint
 
 GENERATE = Path(sys.executable).parent / "toolkit-generate"
 SOURCES = ["the small dog sees a red ball", "every cat sleeps near the old house", "some birds sing today"]

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from toolkit import hookimpl
 from toolkit.config import compose_train_config
 from toolkit.plugins import load_plugins
-from toolkit.training.checkpoint import CheckpointError, load_checkpoint
+from toolkit.checkpoint import CheckpointError, load_checkpoint
 from toolkit.training.sharding import is_sharded
 from toolkit.training.train import train
 

@@ -9,7 +9,7 @@ import torch
 from toolkit import hookimpl
 from toolkit.config import ConfigError, compose_train_config
 from toolkit.plugins import load_plugins
-from toolkit.training.checkpoint import CheckpointError, load_checkpoint, save_atomic
+from toolkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from toolkit.training.train import train
 
 TINY = [
@@ -105,7 +105,7 @@ def test_truncated_checkpoint_fails_clearly_and_is_not_overwritten(tmp_path):
 
 def test_interrupted_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint_last.pt"
-    save_atomic({"cfg": {}, "model": {"w": torch.ones(3)}}, path)
+    save_checkpoint({"cfg": {}, "model": {"w": torch.ones(3)}}, path)
 
     def crash(obj, f, *args, **kwargs):
         f.write(b"partial")
@@ -113,7 +113,7 @@ def test_interrupted_write_leaves_the_previous_checkpoint_intact(tmp_path, monke
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(OSError, match="disk full"):
-        save_atomic({"cfg": {}, "model": {"w": torch.zeros(3)}}, path)
+        save_checkpoint({"cfg": {}, "model": {"w": torch.zeros(3)}}, path)
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_last.pt"]  # no temp file left
@@ -203,7 +203,7 @@ def _fresh_model(tmp_path, *overrides):
 
 
 def test_finetuning_loads_every_weight_and_refuses_what_does_not_fit(tmp_path):
-    from toolkit.training.train import initialize_from
+    from toolkit.checkpoint import initialize_from
 
     train(config(tmp_path / "a", "optimization.max_update=3"))
     parent = tmp_path / "a" / "checkpoint_last.pt"

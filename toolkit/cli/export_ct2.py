@@ -17,12 +17,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
                         help="weight type of the exported model (default: float32)")
     parser.add_argument("--force", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--plugin-option", action="append", default=[], metavar="PLUGIN.KEY=VALUE",
+                        help="merged over the checkpoint's plugin options before export, e.g. "
+                             "layerdrop.decoder_layers_to_keep=[0,2] (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     try:
+        from toolkit.config import parse_plugin_options
         from toolkit.export.ctranslate2 import export_checkpoint
 
-        output = export_checkpoint(args.checkpoint, args.output_dir, args.quantization, args.force)
+        output = export_checkpoint(args.checkpoint, args.output_dir, args.quantization, args.force,
+                                   parse_plugin_options(args.plugin_option))
     except (ImportError, ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"toolkit-export-ct2: error: {error}", file=sys.stderr)
         return 1

@@ -14,16 +14,18 @@ from typing import Iterator, TextIO
 import torch
 from omegaconf import DictConfig
 
+from toolkit.checkpoint import describe
 from toolkit.cli import hydra_entry
 from toolkit.config import GenerateConfig
 from toolkit.data.preprocess import read_lines
 from toolkit.generation.report import SpeedMeter
-from toolkit.generation.translator import Translation, Translator, generation_config, load_for_inference
+from toolkit.generation.translator import Translation, Translator, generation_config
+from toolkit.inference import load_for_inference
 from toolkit.plugins import get_plugins
+from toolkit.precision import dtype_of
 from toolkit.scoring.bleu import score
 
 logger = logging.getLogger("toolkit.generate")
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def generate(cfg: DictConfig | GenerateConfig) -> dict:
@@ -31,10 +33,9 @@ def generate(cfg: DictConfig | GenerateConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     plugins = get_plugins()
-    _, task, model, _ = load_for_inference(cfg.path, plugins, cfg.device, cfg.plugin_options)
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {cfg.precision!r}")
-    model = model.to(PRECISIONS[cfg.precision])
+    dtype_of(cfg.precision)  # an unknown name fails before the checkpoint is read
+    _, task, model, _ = load_for_inference(cfg.path, plugins, cfg.device, cfg.plugin_options, cfg.precision)
+    logger.info("checkpoint %s", describe(cfg.path, model))
     translator = Translator(task, model, generation_config(cfg.generation), plugins,
                             max_sentences=cfg.max_sentences, max_tokens=cfg.max_tokens)
     meter = SpeedMeter(translator.device)
@@ -58,6 +59,7 @@ def generate(cfg: DictConfig | GenerateConfig) -> dict:
         for line in result["scores"].lines():
             print(line)
     print(meter.summary())
+    print(f"checkpoint   {describe(cfg.path, model)}")
     if translator.generator.exit_policy is not None:
         histogram = ", ".join(f"{block}: {share:.1%}"
                               for block, share in enumerate(translator.generator.exit_histogram(), start=1))

@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from toolkit.files import atomic_open
+
 
 def write_indexed(prefix: str | os.PathLike, sequences: Sequence[Sequence[int]], vocab_size: int) -> None:
     """Write ``prefix.bin`` / ``prefix.idx`` atomically."""
@@ -22,11 +24,9 @@ def write_indexed(prefix: str | os.PathLike, sequences: Sequence[Sequence[int]],
     flat = np.fromiter((t for s in sequences for t in s), dtype=dtype, count=int(offsets[-1]))
     prefix = Path(prefix)
     for suffix, array in ((".bin", flat), (".idx", offsets)):
-        tmp = prefix.with_name(prefix.name + suffix + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_open(prefix.with_name(prefix.name + suffix)) as f:
             f.write(np.dtype(array.dtype).str.encode().ljust(8))  # 8-byte dtype header
             array.tofile(f)
-        os.replace(tmp, prefix.with_name(prefix.name + suffix))
 
 
 class IndexedDataset:

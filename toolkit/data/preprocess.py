@@ -19,7 +19,8 @@ import torch
 
 from toolkit.data.indexed_dataset import write_indexed
 from toolkit.data.tokenizer import PretokenizedTokenizer, SentencePieceTokenizer, Tokenizer, tokenizer_from_state_dict
-from toolkit.training.checkpoint import load_checkpoint
+from toolkit.checkpoint import load_checkpoint
+from toolkit.files import atomic_write_text, atomic_write_with
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ def preprocess(data: str | os.PathLike, destdir: str | os.PathLike, settings: Pr
         logger.info("training %s tokenizer(s) on %s (%d pairs)", settings.tokenizer, data, len(texts["train"][0]))
         tokenizers = _train_tokenizers(texts["train"], settings)
     for name, tokenizer in zip(TOKENIZER_FILES, tokenizers):
-        _save_atomic(tokenizer.state_dict(), destdir / name)
+        state = tokenizer.state_dict()
+        atomic_write_with(destdir / name, lambda f: torch.save(state, f))
     for split, sides in texts.items():
         for lang, lines, tokenizer in zip((settings.source_lang, settings.target_lang), sides, tokenizers):
             ids = tokenizer.encode(lines)
@@ -118,9 +120,7 @@ def preprocess(data: str | os.PathLike, destdir: str | os.PathLike, settings: Pr
             total = max(1, sum(len(seq) for seq in ids))
             logger.info("binarized %s.%s: %d lines, %d tokens, %.2f%% unknown", split, lang,
                         len(ids), total, 100 * unk / total)
-    tmp = destdir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(_manifest(data, settings), indent=1))
-    os.replace(tmp, destdir / MANIFEST)
+    atomic_write_text(destdir / MANIFEST, json.dumps(_manifest(data, settings), indent=1))
     return destdir
 
 
@@ -193,8 +193,3 @@ def _sha256(path: Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-def _save_atomic(obj: object, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)

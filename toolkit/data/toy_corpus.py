@@ -36,8 +36,9 @@ import json
 import os
 import pathlib
 import random
-import tempfile
 from collections.abc import Iterator
+
+from toolkit.files import atomic_write_text
 
 __all__ = ["translate", "generate_pairs", "write_toy_corpus"]
 
@@ -258,17 +259,6 @@ def generate_pairs(n: int, seed: int) -> list[tuple[str, str]]:
     return list(itertools.islice(_pair_stream(random.Random(seed)), n))
 
 
-def _atomic_write(path: pathlib.Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _is_complete(out: pathlib.Path, params: dict, counts: dict[str, int]) -> bool:
     try:
         if json.loads((out / "toy_corpus.json").read_text(encoding="utf-8")) != params:
@@ -309,6 +299,6 @@ def write_toy_corpus(out_dir: str | os.PathLike, n_train: int = 20000, n_valid: 
     (out / "toy_corpus.json").unlink(missing_ok=True)  # stale until the rewrite completes
     for split, pairs in splits.items():
         for index, side in enumerate(("src", "tgt")):
-            _atomic_write(out / f"{split}.{side}", "".join(p[index] + "\n" for p in pairs))
-    _atomic_write(out / "toy_corpus.json", json.dumps(params, sort_keys=True) + "\n")
+            atomic_write_text(out / f"{split}.{side}", "".join(p[index] + "\n" for p in pairs))
+    atomic_write_text(out / "toy_corpus.json", json.dumps(params, sort_keys=True) + "\n")
     return out

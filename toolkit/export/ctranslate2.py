@@ -64,11 +64,15 @@ class ToolkitConverter(Converter):
 
 
 def export_checkpoint(path: str | Path, output_dir: str | Path, quantization: str | None = None,
-                      force: bool = False) -> Path:
-    """Write the CTranslate2 model of checkpoint ``path`` (and its sentencepiece models) to ``output_dir``."""
-    from toolkit.generation.translator import load_for_inference
+                      force: bool = False, plugin_options: dict | None = None) -> Path:
+    """Write the CTranslate2 model of checkpoint ``path`` (and its sentencepiece models) to ``output_dir``.
 
-    _, task, model, _ = load_for_inference(path, device="cpu")
+    :param plugin_options: merged over the checkpoint's plugin options before the model is
+        rebuilt (e.g. a depth to prune to), as ``toolkit-generate``'s ``plugin_options``.
+    """
+    from toolkit.inference import load_for_inference
+
+    _, task, model, _ = load_for_inference(path, device="cpu", plugin_options=plugin_options)
     if not isinstance(model, TransformerModel):
         raise ValueError(f"only transformer models export to CTranslate2, not {type(model).__name__}")
     converter = ToolkitConverter(model, task.src_dict.symbols, task.tgt_dict.symbols)

@@ -11,9 +11,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from toolkit.generation.generator import GenerationConfig, Hypothesis, SequenceGenerator
+from toolkit.inference import load_for_inference
 from toolkit.plugins import PluginSession, get_plugins
 from toolkit.registry import to_dataclass
-from toolkit.training.trainer import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -23,34 +23,6 @@ class Translation:
     source: str
     text: str  # the best hypothesis, detokenized
     hypotheses: list[Hypothesis]
-
-
-def load_for_inference(path: str | Path, plugins: PluginSession | None = None, device: str = "auto",
-                       plugin_options: Mapping[str, Any] | None = None,
-                       ) -> tuple[DictConfig, Any, torch.nn.Module, dict]:
-    """Rebuild task and model from a checkpoint's own config: ``(cfg, task, model, state)``.
-
-    :param plugin_options: merged over the checkpoint's ``plugins.options`` (each key must name a
-        loaded plugin); plugins read them in ``toolkit_modify_model`` and
-        ``toolkit_prepare_inference``, which runs once the weights are loaded.
-    """
-    from toolkit.training.train import load_checked
-
-    plugins = plugins or get_plugins()
-    state = load_checked(Path(path), plugins)
-    cfg = OmegaConf.create(state["cfg"])
-    if plugin_options:
-        plugins.require_options_owners(plugin_options, "plugin_options")
-        cfg.plugins.options = OmegaConf.merge(cfg.plugins.options, OmegaConf.create(dict(plugin_options)))
-    task = plugins.registries.task.build(cfg.task, cfg)
-    task.load_state_dict(state["task"])
-    model = task.build_model(plugins.registries, cfg.model)
-    plugins.hook.toolkit_modify_model(model=model, cfg=cfg)
-    model.load_state_dict(state["model"])
-    plugins.hook.toolkit_load_checkpoint_state(state=state.get("plugin_state", {}), trainer=None)
-    model.eval()
-    plugins.hook.toolkit_prepare_inference(model=model, cfg=cfg)
-    return cfg, task, model.to(resolve_device(device)), state
 
 
 class Translator:
@@ -72,8 +44,11 @@ class Translator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, gen_cfg: GenerationConfig | None = None, device: str = "auto",
-                        plugins: PluginSession | None = None, **kwargs: Any) -> "Translator":
-        _, task, model, _ = load_for_inference(path, plugins, device)
+                        plugins: PluginSession | None = None, plugin_options: Mapping[str, Any] | None = None,
+                        precision: str = "fp32", **kwargs: Any) -> "Translator":
+        """A translator for checkpoint ``path`` (see ``toolkit.inference.load_for_inference`` for
+        ``device``, ``plugin_options`` and ``precision``); ``kwargs`` go to the constructor."""
+        _, task, model, _ = load_for_inference(path, plugins, device, plugin_options, precision)
         return cls(task, model, gen_cfg or GenerationConfig(), plugins, **kwargs)
 
     def translate(self, lines: Sequence[str]) -> list[Translation]:

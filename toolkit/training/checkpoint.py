@@ -1,7 +1,7 @@
-"""Checkpoints: atomic writes, safe loading, and which files to keep.
+"""A run's checkpoint files (last, best, per epoch) and the RNG state they carry.
 
-A checkpoint is tensors and plain containers only, so ``torch.load(weights_only=True)`` reads
-it: no pickled code runs when loading a file from elsewhere.
+The format, safe loading and the plugin checks are in ``toolkit.checkpoint``, which inference
+shares.
 """
 
 from __future__ import annotations
@@ -16,45 +16,12 @@ from typing import Any
 
 import torch
 
+from toolkit.checkpoint import save_checkpoint
+from toolkit.files import atomic_write_with
+
 logger = logging.getLogger(__name__)
 
 LAST, BEST = "checkpoint_last.pt", "checkpoint_best.pt"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit this toolkit."""
-
-
-def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write to a temporary file in the same folder, flush to disk, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint on the CPU without running any code it might contain."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise CheckpointError(
-            f"cannot read checkpoint {path} ({path.stat().st_size} bytes): it is truncated, corrupt "
-            f"or holds objects other than tensors and plain containers ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''})") from error
-    if not isinstance(state, dict) or "cfg" not in state or "model" not in state:
-        raise CheckpointError(f"{path} is not a toolkit checkpoint (no cfg/model entries)")
-    return state
 
 
 def rng_state() -> dict[str, Any]:
@@ -99,7 +66,7 @@ class CheckpointManager:
         if better:
             self.best = metric
         state["best_metric"] = self.best
-        save_atomic(state, self.last_path)
+        save_checkpoint(state, self.last_path)
         written = [self.last_path]
         copies = []
         if epoch is not None and self.keep_last_epochs != 0:
@@ -107,9 +74,8 @@ class CheckpointManager:
         if better:
             copies.append(self.save_dir / BEST)
         for path in copies:  # copy the finished file, then rename: still atomic
-            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            shutil.copyfile(self.last_path, tmp)
-            os.replace(tmp, path)
+            with open(self.last_path, "rb") as source:
+                atomic_write_with(path, lambda f: shutil.copyfileobj(source, f))
             written.append(path)
         self._prune()
         return written

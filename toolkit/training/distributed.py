@@ -41,6 +41,14 @@ class DistributedContext:
             dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values
 
+    def sum_metrics(self, totals: dict[str, Any], device: torch.device) -> dict[str, float]:
+        """Each metric summed over every rank (one collective; on ``device``, which must suit
+        the backend: NCCL reduces only CUDA tensors)."""
+        keys = sorted(totals)
+        device = device if device.type == "cuda" else torch.device("cpu")
+        values = torch.tensor([float(totals[k]) for k in keys], dtype=torch.float64, device=device)
+        return dict(zip(keys, self.all_reduce_sum(values).tolist()))
+
     def any(self, flag: bool) -> bool:
         """True on every rank if ``flag`` is True on any (e.g. a signal reached one rank)."""
         if not self.enabled:
@@ -100,11 +108,6 @@ class DataParallelModel(torch.nn.parallel.DistributedDataParallel):
             return super().__getattr__(name)
         except AttributeError:
             return getattr(self.module, name)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 def _device() -> torch.device:

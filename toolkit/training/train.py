@@ -14,15 +14,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import toolkit
-from toolkit.config import save_config, validate_train_config
+from toolkit.checkpoint import initialize_from, load_checked, plugin_records
+from toolkit.config import resolve_plugin_options, save_config, validate_train_config
 from toolkit.plugins import PluginSession, get_plugins
-from toolkit.training.checkpoint import (
-    CheckpointError,
-    CheckpointManager,
-    load_checkpoint,
-    rng_state,
-    set_rng_state,
-)
+from toolkit.training.checkpoint import BEST, CheckpointManager, rng_state, set_rng_state
 from toolkit.training.distributed import DistributedContext, init_distributed, shutdown
 from toolkit.training.progress import Meter, Reporter, summarize
 from toolkit.training.trainer import Trainer
@@ -44,6 +39,7 @@ def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, An
     plugins.require(cfg.plugins.require, why="the config (plugins.require)")
     plugins.block(cfg.plugins.block, cfg)
     plugins.require_options_owners(cfg.plugins.options, "the config")
+    resolve_plugin_options(cfg.plugins.options, plugins.registries, "plugins.options")
     if cfg.common.threads:
         torch.set_num_threads(cfg.common.threads)
     torch.manual_seed(cfg.common.seed)
@@ -64,12 +60,9 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
     distributed.barrier()
     if not master:
         task.prepare()
-    model = task.build_model(plugins.registries, cfg.model)
-    plugins.hook.toolkit_modify_model(model=model, cfg=cfg)
     checkpoints = CheckpointManager(save_dir, cfg.checkpoint.keep_last_epochs, cfg.checkpoint.maximize_best_metric)
     resuming = cfg.checkpoint.resume and checkpoints.last_path.exists()
-    if cfg.checkpoint.finetune_from and not resuming:  # before DDP/FSDP wrap the model
-        initialize_from(Path(cfg.checkpoint.finetune_from), model, task, plugins, cfg.checkpoint.finetune_strict)
+    model = _build_model(cfg, task, plugins, resuming)
     criterion = task.build_criterion(plugins.registries, cfg.criterion)
     trainer = Trainer(cfg, task, model, criterion, plugins, distributed)
     logger.info("model %s: %d parameters; criterion %s; %s on %s", cfg.model.get("arch") or cfg.model._name,
@@ -85,6 +78,7 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
         _resume(checkpoints, trainer, train_itr, plugins)
     if master:
         save_config(cfg, save_dir / "config.yaml")
+    plugins.hook.toolkit_train_begin(trainer=trainer)
 
     opt = cfg.optimization
     reporter = Reporter(cfg.common.log_format if master else "none", cfg.common.tensorboard_dir if master else None)
@@ -153,6 +147,8 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
     reporter.close()
     epoch = train_itr.epoch - 1 if train_itr.end_of_epoch() else train_itr.epoch  # the last one trained
     logger.info("done training: %d updates, epoch %d", trainer.num_updates, epoch)
+    if master and not cfg.checkpoint.no_save:
+        _say_what_next(cfg, checkpoints)
     history.update(num_updates=trainer.num_updates, epoch=epoch, model=trainer.module,
                    train_losses=[float(loss) for loss in history["train_losses"]])
     return history
@@ -170,9 +166,7 @@ def validate(trainer: Trainer, task, dataset, shard: tuple[int, int] = (0, 1)) -
             trainer.valid_step(sample)
     totals = meter.totals()
     if trainer.distributed.enabled:
-        keys = sorted(totals)
-        summed = trainer.distributed.all_reduce_sum(torch.tensor([totals[k] for k in keys], dtype=torch.float64))
-        totals = dict(zip(keys, summed.tolist()))
+        totals = trainer.distributed.sum_metrics(totals, trainer.device)
     return trainer.criterion.reduce_metrics(totals)
 
 
@@ -202,66 +196,34 @@ def _checkpoint_state(cfg: DictConfig, trainer: Trainer, train_itr, plugins: Plu
         "task": trainer.task.state_dict(),
         "iterator": train_itr.state_dict(),
         "rng": trainer.distributed.all_gather(rng_state()),  # one per rank
-        "plugins": {"versions": plugins.external(), "providers": plugins.registries.providers(cfg)},
+        "plugins": plugin_records(cfg, plugins),
         "plugin_state": plugin_state,
         "toolkit_version": toolkit.__version__,
     }
 
 
-def load_checked(path: Path, plugins: PluginSession) -> dict[str, Any]:
-    """A checkpoint, once the plugins it needs are known to be loaded (``check_plugins``)."""
-    state = load_checkpoint(path)
-    check_plugins(state, plugins, path)
-    return state
+def _build_model(cfg: DictConfig, task, plugins: PluginSession, resuming: bool) -> torch.nn.Module:
+    """The model as built and changed by plugins, holding the weights it starts from (fine-tuned
+    ones unless resuming), before the trainer builds the optimizer and the DDP/FSDP wrapper."""
+    model = task.build_model(plugins.registries, cfg.model)
+    plugins.hook.toolkit_modify_model(model=model, cfg=cfg)
+    origin = "resume" if resuming else "finetune" if cfg.checkpoint.finetune_from else "init"
+    if origin == "finetune":
+        initialize_from(Path(cfg.checkpoint.finetune_from), model, task, plugins, cfg.checkpoint.finetune_strict)
+    plugins.hook.toolkit_weights_loaded(model=model, cfg=cfg, origin=origin)
+    return model
 
 
-def check_plugins(state: dict[str, Any], plugins: PluginSession, path: Path) -> None:
-    """Fail naming the plugins that built a checkpoint's components, or configured its model
-    (``plugins.options``), and are not loaded."""
-    recorded = state.get("plugins", {})
-    plugins.require(sorted(set(recorded.get("providers", {}).values())), why=f"checkpoint {path}")
-    plugins.require_options_owners(state.get("cfg", {}).get("plugins", {}).get("options", {}), f"checkpoint {path}")
-    for name, version in recorded.get("versions", {}).items():
-        if name not in plugins.loaded():
-            logger.warning("checkpoint %s was written with plugin %s %s, which is not loaded", path, name, version)
-
-
-def initialize_from(path: Path, model: torch.nn.Module, task, plugins: PluginSession, strict: bool = True) -> None:
-    """Load a checkpoint's model weights into a freshly built ``model`` (fine-tuning).
-
-    The run's task must hold the same vocabularies and tokenizers as the checkpoint's, so each
-    embedding row keeps its meaning; ``strict=False`` tolerates parameters on one side only
-    (a plugin's new heads), listing them.
-    """
-    state = load_checked(path, plugins)
-    if not _same_state(state["task"], task.state_dict()):
-        raise CheckpointError(f"cannot fine-tune from {path}: its vocabularies or tokenizers differ from this "
-                              f"run's; train on the data its run prepared (task.destdir=<that run>/data-bin) "
-                              f"or binarize new data with its tokenizers (task.tokenizers_from={path})")
-    try:
-        missing, unexpected = model.load_state_dict(state["model"], strict=False)
-    except RuntimeError as error:  # shapes that differ
-        raise CheckpointError(f"cannot fine-tune from {path}: {error}") from error
-    if missing or unexpected:
-        listing = f"missing from the checkpoint: {missing or 'none'}; not in this model: {unexpected or 'none'}"
-        if strict:
-            raise CheckpointError(f"cannot fine-tune from {path}: {listing} (checkpoint.finetune_strict=false "
-                                  f"keeps the rest)")
-        logger.warning("fine-tuning from %s without some parameters; %s", path, listing)
-    logger.info("model weights from %s (update %d); optimizer, schedule and epoch start fresh", path,
-                state.get("num_updates", 0))
-
-
-def _same_state(a: Any, b: Any) -> bool:
-    """Equality through nested dicts and lists, tensors compared by value."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and bool(
-            torch.equal(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same_state(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
-    return a == b
+def _say_what_next(cfg: DictConfig, checkpoints: CheckpointManager) -> None:
+    """End a run by naming its best checkpoint and the command that translates with it."""
+    best = checkpoints.save_dir / BEST
+    if not best.exists():
+        best = checkpoints.last_path
+    if not best.exists():
+        return
+    metric = f" (valid {cfg.checkpoint.best_metric} {checkpoints.best:.4g})" if checkpoints.best is not None else ""
+    logger.info("best checkpoint: %s%s; translate the test split with:\n    toolkit-generate path=%s split=test "
+                "generation.beam=5", best, metric, best)
 
 
 def _resume(checkpoints: CheckpointManager, trainer: Trainer, train_itr, plugins: PluginSession) -> None:

@@ -11,19 +11,15 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from toolkit.checkpoint import CheckpointError
 from toolkit.data.batching import map_tensors
+from toolkit.devices import resolve_device
 from toolkit.plugins import PluginSession
+from toolkit.precision import dtype_of
 from toolkit.training import sharding
-from toolkit.training.checkpoint import CheckpointError
 from toolkit.training.distributed import DataParallelModel, DistributedContext
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def move_to(sample: Any, device: torch.device) -> Any:
@@ -62,8 +58,7 @@ class Trainer:
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return torch.autocast(self.device.type, dtype=dtype_of(self.precision))
 
     def train_step(self, samples: list[dict[str, Any]]) -> dict[str, Any] | None:
         """One update from ``samples`` (``update_freq`` batches); ``None`` if it was skipped.
@@ -88,14 +83,15 @@ class Trainer:
             with sync:
                 with self.autocast():
                     loss, size, logging_output = self.plugins.hook.toolkit_train_step(
-                        model=self.model, criterion=self.criterion, sample=sample, trainer=self)
+                        model=self.model, criterion=self.criterion, sample=sample, trainer=self, validating=False)
                 self.scaler.scale(loss).backward()
             sample_size += size
             for key, value in logging_output.items():
                 totals[key] = totals.get(key, 0) + value
         grad_scale = 1.0
         if self.distributed.enabled:  # DDP/FSDP averaged gradients over ranks; undo, then normalize
-            totals, sample_size = self._sum_over_ranks(totals, sample_size)
+            totals = self.distributed.sum_metrics({**totals, "_sample_size": sample_size}, self.device)
+            sample_size = totals.pop("_sample_size")
             grad_scale = self.distributed.world_size
         self.scaler.unscale_(self.optimizer)
         params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -123,19 +119,15 @@ class Trainer:
         totals["grad_norm"] = grad_norm.detach()
         return totals
 
-    def _sum_over_ranks(self, totals: dict[str, Any], sample_size: float) -> tuple[dict[str, Any], float]:
-        keys = sorted(totals)
-        values = torch.tensor([float(sample_size)] + [float(totals[k]) for k in keys], dtype=torch.float64,
-                              device=self.device if self.device.type == "cuda" else "cpu")
-        values = self.distributed.all_reduce_sum(values).tolist()
-        return dict(zip(keys, values[1:])), values[0]
-
     @torch.no_grad()
     def valid_step(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """The loss of one validation batch, through the same hook as training (``validating=True``)."""
         self.module.eval()
         self.criterion.eval()
         with self.autocast():
-            _, _, logging_output = self.criterion(self.module, move_to(sample, self.device))
+            _, _, logging_output = self.plugins.hook.toolkit_train_step(
+                model=self.module, criterion=self.criterion, sample=move_to(sample, self.device), trainer=self,
+                validating=True)
         return logging_output
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,60 @@
+"""Rebuilding a trained model for decoding: the path ``toolkit-generate``, the translator, the
+benchmarks and the exporters share (it imports nothing of the training loop)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from toolkit.checkpoint import load_checked
+from toolkit.config import merge_plugin_options
+from toolkit.devices import check_placement, resolve_device
+from toolkit.plugins import PluginSession, get_plugins
+from toolkit.precision import dtype_of
+
+
+def rebuild_model(cfg: DictConfig, state: Mapping[str, Any], plugins: PluginSession) -> tuple[Any, torch.nn.Module]:
+    """The task (with the checkpoint's vocabularies) and the model its config describes, as
+    built and changed by plugins (``toolkit_modify_model``), before any weights are loaded."""
+    task = plugins.registries.task.build(cfg.task, cfg)
+    task.load_state_dict(state["task"])
+    model = task.build_model(plugins.registries, cfg.model)
+    plugins.hook.toolkit_modify_model(model=model, cfg=cfg)
+    return task, model
+
+
+def load_for_inference(path: str | os.PathLike, plugins: PluginSession | None = None, device: str = "auto",
+                       plugin_options: Mapping[str, Any] | None = None, precision: str = "fp32",
+                       ) -> tuple[DictConfig, Any, torch.nn.Module, dict]:
+    """Rebuild task and model from a checkpoint's own config: ``(cfg, task, model, state)``.
+
+    Only the plugins that shape the model must be loaded (``toolkit.checkpoint``). The model is
+    in eval mode, on ``device``, its floating-point weights in ``precision``; a device or
+    precision that one of its modules cannot run in fails before the model moves.
+
+    :param plugin_options: ``{plugin: {key: value}}`` merged over the checkpoint's
+        ``plugins.options`` and checked against each plugin's registered options; plugins read
+        them in ``toolkit_modify_model``, ``toolkit_weights_loaded`` and
+        ``toolkit_prepare_inference``.
+    """
+    plugins = plugins or get_plugins()
+    target, dtype = resolve_device(device), dtype_of(precision)
+    state = load_checked(path, plugins, for_inference=True)
+    cfg = OmegaConf.create(state["cfg"])
+    if plugin_options:
+        plugins.require_options_owners(plugin_options, "plugin_options")
+        cfg.plugins.options = merge_plugin_options(cfg.plugins.options, plugin_options, plugins.registries)
+    task, model = rebuild_model(cfg, state, plugins)
+    model.load_state_dict(state["model"])
+    plugins.hook.toolkit_load_checkpoint_state(state=state.get("plugin_state", {}), trainer=None)
+    plugins.hook.toolkit_weights_loaded(model=model, cfg=cfg, origin="inference")
+    model.eval()
+    plugins.hook.toolkit_prepare_inference(model=model, cfg=cfg)
+    check_placement(model, target, dtype)
+    model = model.to(target)
+    if dtype != torch.float32:
+        model = model.to(dtype)
+    return cfg, task, model, state
