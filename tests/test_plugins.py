@@ -57,10 +57,23 @@ def testplug_tiny():
                              decoder_attention_heads=2, max_source_positions=64, max_target_positions=64)
 
 
+@dataclass
+class TestplugOptions:
+    keep_decoder_layers: int = 0  # prune the decoder to its first N blocks at inference (0: keep all)
+
+
 @hookimpl
 def toolkit_register(registries):
     registries.register_architecture("transformer", "testplug_tiny")(testplug_tiny)
     registries.criterion.add("testplug_ce", TestplugCrossEntropy, TestplugCEConfig)
+    registries.plugin_options.add("testplug", TestplugOptions, role="training")
+
+
+@hookimpl
+def toolkit_prepare_inference(model, cfg):
+    keep = cfg.plugins.options.get("testplug", {}).get("keep_decoder_layers", 0)
+    if keep:
+        del model.decoder.layers[keep:]
 '''
 
 BROKEN_SOURCE = '''
@@ -378,3 +391,62 @@ def test_training_options_for_a_plugin_that_is_not_loaded_fail_before_any_work(c
                                 "task.toy_pairs=300", "task.vocab_size=200", "dataset.max_positions=64",
                                 "common.log_format=none", "common.tensorboard_dir=null"])
     assert train(cfg, session)["num_updates"] == 1
+
+
+# --- typed options and plugin options on every inference path (an installed plugin) -----------
+
+
+@pytest.fixture(scope="module")
+def core_checkpoint(tmp_path_factory) -> Path:
+    """A core transformer_tiny (2+2 blocks) trained for 3 updates, without any plugin."""
+    save_dir = tmp_path_factory.mktemp("core")
+    result = _train(save_dir, _small_run(save_dir / "run"), _env(**{DISABLE_AUTOLOAD_ENV: "1"}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return save_dir / "run" / "checkpoint_last.pt"
+
+
+def test_cli_plugin_options_are_typed(testplug_site, tmp_path):
+    env = _env(PYTHONPATH=str(testplug_site))
+    result = _train(tmp_path, [*_small_run(tmp_path / "run"), "+plugins.options.testplug.keep_decoder_layer=1"], env)
+    assert result.returncode != 0
+    assert "unknown option(s) keep_decoder_layer for plugin testplug" in result.stderr
+    assert "its options are: keep_decoder_layers" in result.stderr
+    result = _train(tmp_path, [*_small_run(tmp_path / "run"), "+plugins.options.testplug.keep_decoder_layers=x"], env)
+    assert result.returncode != 0 and "plugins.options.testplug.keep_decoder_layers" in result.stderr
+    assert not (tmp_path / "run" / "checkpoint_last.pt").exists()
+
+
+def test_plugin_options_reach_generate_the_benchmark_and_the_exporter(testplug_site, core_checkpoint, tmp_path):
+    env = _env(PYTHONPATH=str(testplug_site))
+    source = tmp_path / "source.txt"
+    source.write_text("".join(f"the small dog sees {n} red balls\n" for n in range(12)))
+    generate = [str(TOOLKIT_TRAIN.parent / "toolkit-generate"), f"path={core_checkpoint}", f"input={source}",
+                "generation.beam=2"]
+    full = subprocess.run([*generate, f"output={tmp_path / 'full.txt'}"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    pruned = subprocess.run([*generate, f"output={tmp_path / 'pruned.txt'}",
+                             "+plugin_options.testplug.keep_decoder_layers=1"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert full.returncode == 0 and pruned.returncode == 0, full.stderr[-2000:] + pruned.stderr[-2000:]
+    params = [int(r.stdout.split("parameters")[0].split(": ")[-1].replace(",", "")) for r in (full, pruned)]
+    assert params[0] > params[1] > 0  # both print the checkpoint's parameters and bytes
+    assert f"{core_checkpoint.stat().st_size:,} bytes on disk" in full.stdout
+
+    benchmark = subprocess.run(
+        [sys.executable, str(Path(__file__).parents[1] / "scripts" / "benchmark_generate.py"),
+         "--checkpoint", str(core_checkpoint), "--source", str(source), "--beam", "2", "--batch", "4",
+         "--rounds", "1", "--plugin-option", "testplug.keep_decoder_layers=1", "--side-by-side"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert benchmark.returncode == 0, benchmark.stderr[-3000:]
+    lines = [line for line in benchmark.stdout.splitlines() if "sentences/s" in line]
+    assert len(lines) == 2 and "{'testplug': {'keep_decoder_layers': 1}}" in lines[0] and "as saved" in lines[1]
+    assert f"{params[1]:,} parameters" in lines[0] and f"{params[0]:,} parameters" in lines[1]
+    assert "time ratio" in benchmark.stdout
+
+    pytest.importorskip("ctranslate2")
+    export = [str(TOOLKIT_TRAIN.parent / "toolkit-export-ct2"), str(core_checkpoint)]
+    for name, extra in (("full", []), ("pruned", ["--plugin-option", "testplug.keep_decoder_layers=1"])):
+        result = subprocess.run([*export, str(tmp_path / name), *extra], env=env, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "pruned" / "model.bin").stat().st_size < (tmp_path / "full" / "model.bin").stat().st_size

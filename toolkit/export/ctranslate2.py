@@ -17,6 +17,7 @@ import torch
 
 from toolkit.data.dictionary import PAD
 from toolkit.data.tokenizer import SentencePieceTokenizer
+from toolkit.files import atomic_write_with
 from toolkit.models.layers import DecoderLayer, EncoderLayer, TokenEmbedding
 from toolkit.models.transformer import TransformerModel
 
@@ -41,8 +42,8 @@ class ToolkitConverter(Converter):
     def _load(self) -> transformer_spec.TransformerSpec:
         model, cfg = self.model, self.model.cfg
         _check_supported(model)
-        spec = transformer_spec.TransformerSpec.from_config(
-            (cfg.encoder_layers, cfg.decoder_layers), cfg.encoder_attention_heads,
+        spec = transformer_spec.TransformerSpec.from_config(  # the depth the model has now (pruned at load?)
+            (len(model.encoder.layers), len(model.decoder.layers)), cfg.encoder_attention_heads,
             pre_norm=cfg.normalize_before, activation=_ACTIVATIONS[cfg.activation_fn])
         with torch.no_grad():
             _set_input(spec.encoder, model.encoder.embedding, index=0)
@@ -79,7 +80,7 @@ def export_checkpoint(path: str | Path, output_dir: str | Path, quantization: st
     output = Path(converter.convert(str(output_dir), quantization=quantization, force=force))
     for side, tokenizer in (("source", task.src_tokenizer), ("target", task.tgt_tokenizer)):
         if isinstance(tokenizer, SentencePieceTokenizer):
-            (output / f"{side}.spm").write_bytes(tokenizer.model_proto)
+            atomic_write_with(output / f"{side}.spm", lambda f: f.write(tokenizer.model_proto))
     logger.info("exported %s to %s (%s weights)", path, output, quantization or "float32")
     return output
 
