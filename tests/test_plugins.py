@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -450,3 +451,40 @@ def test_plugin_options_reach_generate_the_benchmark_and_the_exporter(testplug_s
                                 timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "pruned" / "model.bin").stat().st_size < (tmp_path / "full" / "model.bin").stat().st_size
+
+
+# --- the guide's minimal plugin, as written in plugins/README.md ---------------------------
+
+
+def _guide_files() -> dict[str, str]:
+    """``{file name: text}`` of the code blocks that follow a `file name` line in the guide."""
+    guide = (Path(__file__).parents[1] / "plugins" / "README.md").read_text()
+    pattern = r"`([\w.]+\.(?:toml|py))`\n\n```\w+\n(.*?)```"
+    return dict(re.findall(pattern, guide, flags=re.S))
+
+
+def test_the_guides_minimal_plugin_installs_and_works(tmp_path):
+    from toolkit.checkpoint import load_checkpoint
+
+    files = _guide_files()
+    assert set(files) == {"pyproject.toml", "toolkit_freeze.py"}
+    package = tmp_path / "pkg"
+    package.mkdir()
+    for name, text in files.items():
+        (package / name).write_text(text)
+    env = _env(PYTHONPATH=str(_pip_install(package, tmp_path / "site")))
+
+    result = _train(tmp_path, [*_small_run(tmp_path / "bad"), "+plugins.options.freeze.prefix=[encoder.]"], env)
+    assert result.returncode != 0 and "its options are: prefixes" in result.stderr
+    weights = {}
+    for updates in (1, 3):
+        run = tmp_path / f"run{updates}"
+        result = _train(tmp_path, [*_small_run(run), "+plugins.options.freeze={}",
+                                   f"optimization.max_update={updates}"], env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        weights[updates] = load_checkpoint(run / "checkpoint_last.pt")["model"]
+    assert "prefixes:\n      - encoder.embedding." in (tmp_path / "run3" / "config.yaml").read_text()
+    frozen = [k for k in weights[3] if k.startswith("encoder.embedding.")]
+    trained = [k for k in weights[3] if k.startswith("encoder.layers.")]
+    assert frozen and all(torch.equal(weights[1][k], weights[3][k]) for k in frozen)  # same seed, never updated
+    assert not any(torch.equal(weights[1][k], weights[3][k]) for k in trained if weights[3][k].dim() == 2)
