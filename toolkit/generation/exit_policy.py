@@ -27,13 +27,23 @@ class ExitPolicy:
     when the class has that factory, else ``cls(cfg, model)``.
     """
 
-    def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> torch.Tensor:
+    def should_exit(self, block: int, hidden: torch.Tensor, decoder
+                    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """:param block: 0-based index of the block just computed.
         :param hidden: (N, C) that block's output for the rows still running.
-        :param decoder: the decoder (``decoder.project(hidden)`` gives vocabulary logits).
-        :return: (N,) bool, True for rows that exit now.
+        :param decoder: the decoder (``decoder.project(hidden, block)`` gives that block's
+            vocabulary logits).
+        :return: (N,) bool, True for rows that exit now; or ``(exits, logits)`` with the
+            (N, V) logits the policy computed to decide, which then serve the exiting rows
+            (no second projection).
         """
         raise NotImplementedError
+
+    def begin_step(self, batch: int) -> None:
+        """Called before each decoding step's first block with the number of rows; a policy
+        that remembers rows across blocks (patience) resets here. Exited rows leave in the
+        order ``should_exit`` saw them, so row ``i`` of the next call is the ``i``-th row
+        that did not exit."""
 
 
 @dataclass
@@ -72,12 +82,31 @@ def decode_step_with_exits(decoder, tokens: torch.Tensor, encoder_out: EncoderOu
     batch, num_blocks = x.size(0), len(decoder.layers)
     exit_block = torch.full((batch,), num_blocks, dtype=torch.long, device=x.device)
     rows = torch.arange(batch, device=x.device)  # the rows still running
+    exited: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, their logits) per exit block
+    policy.begin_step(batch)
     for i, layer in enumerate(decoder.layers):
         x = layer(x, encoder_out.states, encoder_out.padding_mask, state.self_attn[i], state.cross_attn[i],
                   rows=rows if rows.numel() < batch else None)  # exited rows keep their state: copied upward
         if i < num_blocks - 1 and rows.numel():
-            exits = policy.should_exit(i, x[rows, 0], decoder)
-            exit_block[rows[exits]] = i + 1
-            rows = rows[~exits]
+            decision = policy.should_exit(i, x[rows, 0], decoder)
+            exits, logits = decision if isinstance(decision, tuple) else (decision, None)
+            if exits.any():
+                leaving = rows[exits]
+                exited.append((leaving, logits[exits] if logits is not None else decoder.project(x[leaving, 0], i)))
+                exit_block[leaving] = i + 1
+                rows = rows[~exits]
     state.length += 1
-    return decoder.project(x[:, 0]), exit_block
+    return _gather_logits(decoder, x, rows, exited, batch), exit_block
+
+
+def _gather_logits(decoder, x: torch.Tensor, rows: torch.Tensor, exited: list[tuple[torch.Tensor, torch.Tensor]],
+                   batch: int) -> torch.Tensor:
+    """(N, V) logits: the last block's for ``rows``, each exit block's own for the rows that left there."""
+    if not exited:
+        return decoder.project(x[:, 0])
+    last = decoder.project(x[rows, 0])  # (R, V)
+    logits = last.new_empty(batch, last.size(-1))
+    logits[rows] = last
+    for leaving, block_logits in exited:
+        logits[leaving] = block_logits.to(logits.dtype)
+    return logits

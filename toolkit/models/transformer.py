@@ -62,6 +62,8 @@ class TransformerDecoder(nn.Module):
         super().__init__()
         self.embedding, self.layers, self.final_norm = embedding, nn.ModuleList(layers), final_norm
         self.output_projection = output_projection
+        # per-block classifiers for early exits (one per block but the last), set by plugins
+        self.exit_heads: nn.ModuleList | None = None
 
     def forward(self, prev_output_tokens: torch.Tensor, encoder_out: EncoderOutput,
                 return_all_hiddens: bool = False, state: IncrementalState | None = None) -> DecoderOutput:
@@ -85,8 +87,16 @@ class TransformerDecoder(nn.Module):
     def new_state(self) -> IncrementalState:
         return IncrementalState(len(self.layers))
 
-    def project(self, hidden: torch.Tensor) -> torch.Tensor:
-        """A block's state (B, T, C) -> vocabulary logits (B, T, V)."""
+    def project(self, hidden: torch.Tensor, block: int | None = None) -> torch.Tensor:
+        """A block's state (..., C) -> vocabulary logits (..., V).
+
+        :param block: 0-based index of the block ``hidden`` comes from. Blocks below the last
+            use their own classifier when a plugin gave them one (``exit_heads[block]``, a
+            module mapping states to logits); otherwise every block shares the final norm and
+            output projection.
+        """
+        if block is not None and self.exit_heads is not None and block < len(self.layers) - 1:
+            return self.exit_heads[block](hidden)
         return self.output_projection(self.final_norm(hidden))
 
 

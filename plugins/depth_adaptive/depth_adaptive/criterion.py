@@ -1,0 +1,157 @@
+"""Multi-exit training: the ``depth_adaptive`` criterion (aligned and mixed, Elbayad et al. §3.1).
+
+- **aligned**: every block n = 1..N predicts every token; L_dec = -(1/Σω) Σ_n ω_n LL^n, LL^n the
+  (label-smoothed) log-likelihood from block n's classifier.
+- **mixed**: M exit sequences (n_1..n_|y|) are sampled per sentence, uniformly over 1..N; token t
+  is predicted from block n_t, and its state is copied to the blocks above (they return their
+  input for it), so later tokens attend to the copied state exactly as at inference. The M
+  copies of the batch go through one forward of the model (DDP synchronises it as any batch);
+  L_dec averages the M sequence log-likelihoods.
+
+In eval mode (validation) both report the aligned loss, which is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from toolkit.criterions.base import Criterion
+from toolkit.criterions.label_smoothed_cross_entropy import label_smoothed_cross_entropy
+
+MODES = ("aligned", "mixed")
+
+
+@dataclass
+class DepthAdaptiveCriterionConfig:
+    _name: str = "depth_adaptive"
+    label_smoothing: float = 0.1
+    mode: str = "aligned"  # aligned | mixed
+    block_weights: list[float] = field(default_factory=list)  # omega_1..omega_N (aligned); empty: uniform
+    samples: int = 3  # M: exit sequences sampled per sentence (mixed)
+
+
+class DepthAdaptiveCriterion(Criterion):
+    """Aligned or mixed multi-exit loss; logs each block's NLL (``nll_block{n}``)."""
+
+    def __init__(self, cfg: DepthAdaptiveCriterionConfig, padding_idx: int):
+        super().__init__()
+        if cfg.mode not in MODES:
+            raise ValueError(f"criterion.mode must be one of {MODES}, got {cfg.mode!r}")
+        if not 0.0 <= cfg.label_smoothing < 1.0:
+            raise ValueError(f"criterion.label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+        if cfg.samples < 1:
+            raise ValueError(f"criterion.samples must be >= 1, got {cfg.samples}")
+        if any(w < 0 for w in cfg.block_weights) or (cfg.block_weights and sum(cfg.block_weights) <= 0):
+            raise ValueError(f"criterion.block_weights must be >= 0 with a positive sum, got {cfg.block_weights}")
+        self.cfg, self.padding_idx = cfg, padding_idx
+
+    def forward(self, model: nn.Module, sample: dict[str, Any]) -> tuple[torch.Tensor, float, dict[str, Any]]:
+        if self.cfg.mode == "mixed" and self.training:
+            return self.mixed(model, sample)
+        return self.aligned(model, sample)
+
+    def block_weights(self, blocks: int) -> list[float]:
+        """omega_1..omega_N; uniform unless set (then it must have one weight per block)."""
+        weights = list(self.cfg.block_weights) or [1.0] * blocks
+        if len(weights) != blocks:
+            raise ValueError(f"criterion.block_weights has {len(weights)} weights for a {blocks}-block decoder")
+        return weights
+
+    def aligned(self, model: nn.Module, sample: dict[str, Any]) -> tuple[torch.Tensor, float, dict[str, Any]]:
+        """The omega-weighted mean of every block's smoothed loss."""
+        out = model(**sample["net_input"], return_all_hiddens=True)
+        blocks = len(out.hidden_states)
+        weights = self.block_weights(blocks)
+        target = sample["target"].view(-1)  # (B*T,)
+        total, logging_output = 0.0, {}
+        for n, hidden in enumerate(out.hidden_states):  # hidden: (B, T, C)
+            logits = out.logits if n == blocks - 1 else model.decoder.project(hidden, n)  # (B, T, V)
+            loss, nll = label_smoothed_cross_entropy(logits.view(-1, logits.size(-1)), target,
+                                                     self.cfg.label_smoothing, self.padding_idx)
+            total = total + weights[n] * loss
+            logging_output[f"nll_block{n + 1}"] = nll.detach()
+        loss = total / sum(weights)
+        return loss, sample["ntokens"], self._logging(loss, logging_output[f"nll_block{blocks}"], sample,
+                                                      logging_output)
+
+    def mixed(self, model: nn.Module, sample: dict[str, Any],
+              exits: torch.Tensor | None = None) -> tuple[torch.Tensor, float, dict[str, Any]]:
+        """The mean loss of M sampled exit sequences per sentence, in one forward pass.
+
+        :param exits: (M*B, T) 1-based exit blocks to use instead of sampling (tests).
+        """
+        net_input, target = sample["net_input"], sample["target"]  # target: (B, T)
+        copies = self.cfg.samples
+        repeated = {k: v.repeat(copies, *([1] * (v.dim() - 1))) for k, v in net_input.items()}
+        blocks = len(model.decoder.layers)
+        if exits is None:
+            exits = torch.randint(1, blocks + 1, target.repeat(copies, 1).shape, device=target.device)
+        with copied_above_exits(model.decoder, exits):
+            out = model(**repeated, return_all_hiddens=True)  # the last block's state of token t is block n_t's
+        logits = exit_logits(model.decoder, out.logits, out.hidden_states[-1], exits)
+        loss, nll = label_smoothed_cross_entropy(logits.view(-1, logits.size(-1)), target.repeat(copies, 1).view(-1),
+                                                 self.cfg.label_smoothing, self.padding_idx)
+        return loss / copies, sample["ntokens"], self._logging(loss / copies, nll / copies, sample, {})
+
+    @staticmethod
+    def _logging(loss: torch.Tensor, nll: torch.Tensor, sample: dict[str, Any], extra: dict) -> dict[str, Any]:
+        ntokens = sample["ntokens"]
+        return {"loss": loss.detach(), "nll_loss": nll.detach(), "ntokens": ntokens,
+                "nsentences": sample["nsentences"], "sample_size": ntokens, **extra}
+
+    @staticmethod
+    def reduce_metrics(totals: dict[str, float]) -> dict[str, float]:
+        """The core's metrics plus each block's NLL per token (``nll_block{n}``)."""
+        metrics = Criterion.reduce_metrics(totals)
+        ntokens = max(totals.get("ntokens", 0), 1)
+        for key in sorted(k for k in totals if k.startswith("nll_block")):
+            metrics[key] = totals[key] / ntokens
+        if "nll_loss" in metrics:
+            metrics["ppl"] = math.exp(min(metrics["nll_loss"], 100.0))
+        return metrics
+
+
+class copied_above_exits:
+    """Within it, decoder block k returns its input for tokens whose exit is below k (1-based
+    ``exits`` (B, T)): the exited state is copied upward, as at inference. Forward hooks keep
+    the model's own forward (and its DDP synchronisation) in charge."""
+
+    def __init__(self, decoder: nn.Module, exits: torch.Tensor):
+        self.decoder, self.exits, self.handles = decoder, exits, []
+
+    def __enter__(self) -> "copied_above_exits":
+        for k, layer in enumerate(self.decoder.layers):
+            copy = (self.exits <= k).unsqueeze(-1)  # (B, T, 1): block k+1 is above the exit
+
+            def hook(module, args, output, copy=copy):
+                return torch.where(copy, args[0], output)
+
+            self.handles.append(layer.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def exit_logits(decoder: nn.Module, last_logits: torch.Tensor, last_hidden: torch.Tensor,
+                exits: torch.Tensor) -> torch.Tensor:
+    """(B, T, V) logits of each token from its exit block's classifier.
+
+    With copying, the last block's state of a token is its exit block's (``last_hidden`` (B, T, C));
+    without per-block classifiers the decoder's own logits are therefore already right.
+    Otherwise the tokens of each exit block are scored with that block's classifier.
+    """
+    if decoder.exit_heads is None:
+        return last_logits
+    logits = last_logits.clone()
+    for n in range(len(decoder.layers) - 1):
+        rows = exits == n + 1  # (B, T)
+        if rows.any():
+            logits[rows] = decoder.project(last_hidden[rows], n).to(logits.dtype)
+    return logits

@@ -1,0 +1,102 @@
+"""Per-token exit policies for the core's block-by-block decoding step.
+
+Each is a registered ``exit_policy`` (``toolkit-generate generation/exit_policy=NAME``), asked
+after every decoder block but the last which hypotheses stop there:
+
+- ``confidence``: the block's most probable token has probability >= T_n (Elbayad et al.);
+- ``entropy``: the entropy of the block's distribution is below T_n, in nats (DeeBERT);
+- ``patience``: the block's most probable token is the same as at the ``patience`` blocks
+  before it (PABEE).
+
+A threshold is one number for every block or a list with one per block 1..N-1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from toolkit.generation.exit_policy import ExitPolicy
+
+
+@dataclass
+class ConfidenceConfig:
+    _name: str = "confidence"
+    threshold: float = 0.9  # every block's T_n, unless thresholds is set
+    thresholds: list[float] = field(default_factory=list)  # T_1..T_{N-1}
+
+
+@dataclass
+class EntropyConfig:
+    _name: str = "entropy"
+    threshold: float = 0.5  # nats
+    thresholds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class PatienceConfig:
+    _name: str = "patience"
+    patience: int = 2  # consecutive blocks whose prediction agrees with this block's
+
+
+def per_block_thresholds(cfg, model) -> list[float]:
+    """T_1..T_{N-1} from a config's ``threshold``/``thresholds``, checked against the depth."""
+    exits = len(model.decoder.layers) - 1
+    values = list(cfg.thresholds) if cfg.thresholds else [cfg.threshold] * exits
+    if len(values) != exits:
+        raise ValueError(f"exit_policy.thresholds needs {exits} values (blocks 1..{exits} of this "
+                         f"{exits + 1}-block decoder), got {len(values)}: {values}")
+    return values
+
+
+class ConfidenceExit(ExitPolicy):
+    """Exit when max_v p_n(v) >= T_n; the block's logits then score the hypothesis."""
+
+    def __init__(self, cfg: ConfidenceConfig, model):
+        self.thresholds = per_block_thresholds(cfg, model)
+
+    def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = decoder.project(hidden, block)  # (N, V)
+        confidence = torch.softmax(logits.float(), dim=-1).amax(dim=-1)  # (N,)
+        return confidence >= self.thresholds[block], logits
+
+
+class EntropyExit(ExitPolicy):
+    """Exit when H(p_n) < T_n (DeeBERT)."""
+
+    def __init__(self, cfg: EntropyConfig, model):
+        self.thresholds = per_block_thresholds(cfg, model)
+
+    def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = decoder.project(hidden, block)  # (N, V)
+        lprobs = torch.log_softmax(logits.float(), dim=-1)
+        entropy = -(lprobs.exp() * lprobs).sum(dim=-1)  # (N,)
+        return entropy < self.thresholds[block], logits
+
+
+class PatienceExit(ExitPolicy):
+    """Exit when the argmax has not changed for ``patience`` consecutive blocks (PABEE)."""
+
+    def __init__(self, cfg: PatienceConfig, model):
+        blocks = len(model.decoder.layers)
+        if not 1 <= cfg.patience < blocks:
+            raise ValueError(f"exit_policy.patience must be in 1..{blocks - 1} for this {blocks}-block decoder, "
+                             f"got {cfg.patience}")
+        self.patience = cfg.patience
+        self.previous: torch.Tensor | None = None  # (N,) argmax of the running rows at the last block
+        self.agreeing: torch.Tensor | None = None  # (N,) consecutive agreements so far
+
+    def begin_step(self, batch: int) -> None:
+        self.previous = self.agreeing = None
+
+    def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = decoder.project(hidden, block)  # (N, V)
+        prediction = logits.argmax(dim=-1)  # (N,)
+        if self.previous is None:
+            agreeing = torch.zeros_like(prediction)
+        else:
+            agreeing = torch.where(prediction == self.previous, self.agreeing + 1, 0)
+        exits = agreeing >= self.patience
+        self.previous, self.agreeing = prediction[~exits], agreeing[~exits]  # the rows that go on
+        return exits, logits
