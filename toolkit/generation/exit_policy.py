@@ -39,11 +39,12 @@ class ExitPolicy:
         """
         raise NotImplementedError
 
-    def begin_step(self, batch: int) -> None:
-        """Called before each decoding step's first block with the number of rows; a policy
-        that remembers rows across blocks (patience) resets here. Exited rows leave in the
-        order ``should_exit`` saw them, so row ``i`` of the next call is the ``i``-th row
-        that did not exit."""
+    def begin_step(self, encoder_out: EncoderOutput) -> None:
+        """Called before each decoding step's first block, with the encoder's output for the
+        step's rows ((N, S, C) states, one row per hypothesis). A policy that remembers rows
+        across blocks (patience) resets here; one that decides from the source (sequence-level
+        halting) reads it. Exited rows leave in the order ``should_exit`` saw them, so row
+        ``i`` of the next call is the ``i``-th row that did not exit."""
 
 
 @dataclass
@@ -83,7 +84,7 @@ def decode_step_with_exits(decoder, tokens: torch.Tensor, encoder_out: EncoderOu
     exit_block = torch.full((batch,), num_blocks, dtype=torch.long, device=x.device)
     rows = torch.arange(batch, device=x.device)  # the rows still running
     exited: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, their logits) per exit block
-    policy.begin_step(batch)
+    policy.begin_step(encoder_out)
     for i, layer in enumerate(decoder.layers):
         x = layer(x, encoder_out.states, encoder_out.padding_mask, state.self_attn[i], state.cross_attn[i],
                   rows=rows if rows.numel() < batch else None)  # exited rows keep their state: copied upward

@@ -19,6 +19,7 @@ class EncoderOutput:
 class DecoderOutput:
     logits: torch.Tensor  # (B, T, V) from the last block
     hidden_states: list[torch.Tensor] = field(default_factory=list)  # per block, (B, T, C_dec)
+    encoder_out: EncoderOutput | None = None  # set by the model's forward: criteria may read it (halting)
 
 
 class EncoderDecoderModel(nn.Module):
@@ -37,7 +38,9 @@ class EncoderDecoderModel(nn.Module):
     def forward(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor,
                 prev_output_tokens: torch.Tensor, return_all_hiddens: bool = False) -> DecoderOutput:
         encoder_out = self.encoder(src_tokens, src_lengths)
-        return self.decoder(prev_output_tokens, encoder_out, return_all_hiddens=return_all_hiddens)
+        out = self.decoder(prev_output_tokens, encoder_out, return_all_hiddens=return_all_hiddens)
+        out.encoder_out = encoder_out
+        return out
 
     @staticmethod
     def log_probs(logits: torch.Tensor) -> torch.Tensor:

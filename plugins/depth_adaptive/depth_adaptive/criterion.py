@@ -9,6 +9,11 @@
   L_dec averages the M sequence log-likelihoods.
 
 In eval mode (validation) both report the aligned loss, which is deterministic.
+
+With a halting classifier on the model (``plugins.options.depth_adaptive.halting``), aligned
+training adds alpha L_exit, L_exit = sum_t H(q*_t, q_t): the cross-entropy of the halting
+distribution against the oracle's exit (``depth_adaptive.oracles``). The classifier reads the
+states detached: it learns when to stop without changing what the blocks compute.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from torch import nn
 from toolkit.criterions.base import Criterion
 from toolkit.criterions.label_smoothed_cross_entropy import label_smoothed_cross_entropy
 
+from depth_adaptive.oracles import ORACLES, sequence_oracle, token_oracle
+
 MODES = ("aligned", "mixed")
 
 
@@ -33,6 +40,10 @@ class DepthAdaptiveCriterionConfig:
     mode: str = "aligned"  # aligned | mixed
     block_weights: list[float] = field(default_factory=list)  # omega_1..omega_N (aligned); empty: uniform
     samples: int = 3  # M: exit sequences sampled per sentence (mixed)
+    halting_weight: float = 1.0  # alpha: weight of the halting loss (when the model has a halting classifier)
+    oracle: str = "likelihood"  # likelihood | correctness
+    oracle_lambda: float = 0.0  # lambda: the oracle's penalty per block of depth
+    oracle_sigma: float = 1.0  # sigma of the token oracle's smoothing kernel exp(-|t-t'|^2/sigma); 0: none
 
 
 class DepthAdaptiveCriterion(Criterion):
@@ -44,6 +55,8 @@ class DepthAdaptiveCriterion(Criterion):
             raise ValueError(f"criterion.mode must be one of {MODES}, got {cfg.mode!r}")
         if not 0.0 <= cfg.label_smoothing < 1.0:
             raise ValueError(f"criterion.label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+        if cfg.oracle not in ORACLES:
+            raise ValueError(f"criterion.oracle must be one of {ORACLES}, got {cfg.oracle!r}")
         if cfg.samples < 1:
             raise ValueError(f"criterion.samples must be >= 1, got {cfg.samples}")
         if any(w < 0 for w in cfg.block_weights) or (cfg.block_weights and sum(cfg.block_weights) <= 0):
@@ -63,21 +76,49 @@ class DepthAdaptiveCriterion(Criterion):
         return weights
 
     def aligned(self, model: nn.Module, sample: dict[str, Any]) -> tuple[torch.Tensor, float, dict[str, Any]]:
-        """The omega-weighted mean of every block's smoothed loss."""
+        """The omega-weighted mean of every block's smoothed loss (plus alpha L_exit with halting)."""
         out = model(**sample["net_input"], return_all_hiddens=True)
         blocks = len(out.hidden_states)
         weights = self.block_weights(blocks)
-        target = sample["target"].view(-1)  # (B*T,)
-        total, logging_output = 0.0, {}
+        target = sample["target"]  # (B, T)
+        halting = getattr(model, "halting", None)
+        total, logging_output, scores = 0.0, {}, []
         for n, hidden in enumerate(out.hidden_states):  # hidden: (B, T, C)
             logits = out.logits if n == blocks - 1 else model.decoder.project(hidden, n)  # (B, T, V)
-            loss, nll = label_smoothed_cross_entropy(logits.view(-1, logits.size(-1)), target,
+            loss, nll = label_smoothed_cross_entropy(logits.view(-1, logits.size(-1)), target.view(-1),
                                                      self.cfg.label_smoothing, self.padding_idx)
             total = total + weights[n] * loss
             logging_output[f"nll_block{n + 1}"] = nll.detach()
+            if halting is not None:
+                scores.append(self._token_score(logits.detach(), target))
         loss = total / sum(weights)
+        if halting is not None and self.training:
+            exit_loss, oracle_exit = self.halting_loss(halting, out, torch.stack(scores, dim=-1), target)
+            loss = loss + self.cfg.halting_weight * exit_loss
+            logging_output.update(exit_loss=exit_loss.detach(), oracle_exit=oracle_exit)
         return loss, sample["ntokens"], self._logging(loss, logging_output[f"nll_block{blocks}"], sample,
                                                       logging_output)
+
+    def _token_score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(B, T) the oracle's score of one block: gold log-probability, or 1 if its argmax is gold."""
+        if self.cfg.oracle == "likelihood":
+            return torch.log_softmax(logits.float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        return logits.argmax(-1).eq(target).float()
+
+    def halting_loss(self, halting: nn.Module, out, scores: torch.Tensor,
+                     target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_exit summed, summed 1-based oracle exits) for scores (B, T, N) of every block."""
+        keep = target.ne(self.padding_idx)  # (B, T)
+        hidden = [h.detach() for h in out.hidden_states]
+        encoder_out = type(out.encoder_out)(out.encoder_out.states.detach(), out.encoder_out.padding_mask)
+        log_q = halting.distribution(encoder_out, hidden)  # (B, N) or (B, T, N)
+        if halting.kind == "sequence":
+            best = sequence_oracle(scores, keep, self.cfg.oracle_lambda)  # (B,)
+            chosen = -log_q.gather(-1, best[:, None]).squeeze(-1)  # (B,)
+            return chosen.sum(), ((best + 1) * keep.sum(1)).sum().detach()
+        best = token_oracle(scores, keep, self.cfg.oracle_lambda, self.cfg.oracle_sigma)  # (B, T)
+        chosen = -log_q.gather(-1, best.unsqueeze(-1)).squeeze(-1)  # (B, T)
+        return chosen.masked_select(keep).sum(), (best + 1).masked_select(keep).sum().detach()
 
     def mixed(self, model: nn.Module, sample: dict[str, Any],
               exits: torch.Tensor | None = None) -> tuple[torch.Tensor, float, dict[str, Any]]:
@@ -109,8 +150,8 @@ class DepthAdaptiveCriterion(Criterion):
         """The core's metrics plus each block's NLL per token (``nll_block{n}``)."""
         metrics = Criterion.reduce_metrics(totals)
         ntokens = max(totals.get("ntokens", 0), 1)
-        for key in sorted(k for k in totals if k.startswith("nll_block")):
-            metrics[key] = totals[key] / ntokens
+        for key in sorted(k for k in totals if k.startswith("nll_block") or k in ("exit_loss", "oracle_exit")):
+            metrics[key] = totals[key] / ntokens  # oracle_exit: the average oracle exit block
         if "nll_loss" in metrics:
             metrics["ppl"] = math.exp(min(metrics["nll_loss"], 100.0))
         return metrics

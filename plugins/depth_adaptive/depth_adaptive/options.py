@@ -18,6 +18,9 @@ class DepthAdaptiveOptions:
     # shared: every block uses the decoder's output projection; separate: a classifier per block
     classifiers: str = "shared"
     block_norms: bool = False  # a layer norm per block before its classifier
+    # a halting classifier: none | sequence | token_multinomial | token_geometric
+    halting: str = "none"
+    train_only_halting: bool = False  # freeze everything else (e.g. fine-tuning an aligned model)
 
 
 def transformer_depth_adaptive_small() -> TransformerConfig:

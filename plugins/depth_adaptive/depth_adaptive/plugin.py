@@ -5,10 +5,11 @@ from __future__ import annotations
 from toolkit import hookimpl
 
 from depth_adaptive.criterion import DepthAdaptiveCriterion, DepthAdaptiveCriterionConfig
+from depth_adaptive.halting import HaltingHead
 from depth_adaptive.heads import attach_exit_heads
 from depth_adaptive.options import DepthAdaptiveOptions, transformer_depth_adaptive_small
-from depth_adaptive.policies import (ConfidenceConfig, ConfidenceExit, EntropyConfig, EntropyExit, PatienceConfig,
-                                     PatienceExit)
+from depth_adaptive.policies import (ConfidenceConfig, ConfidenceExit, EntropyConfig, EntropyExit, HaltingConfig,
+                                     HaltingExit, PatienceConfig, PatienceExit)
 
 NAME = "depth_adaptive"
 
@@ -22,11 +23,30 @@ def toolkit_register(registries) -> None:
     registries.exit_policy.add("confidence", ConfidenceExit, ConfidenceConfig)
     registries.exit_policy.add("entropy", EntropyExit, EntropyConfig)
     registries.exit_policy.add("patience", PatienceExit, PatienceConfig)
+    registries.exit_policy.add("halting", HaltingExit, HaltingConfig)
 
 
 @hookimpl
 def toolkit_modify_model(model, cfg) -> None:
-    """Per-block classifiers or norms, when ``plugins.options.depth_adaptive`` asks for them."""
+    """Per-block classifiers or norms and a halting classifier, when the options ask for them."""
     options = cfg.plugins.options.get(NAME)
-    if options is not None:
-        attach_exit_heads(model.decoder, options)
+    if options is None:
+        return
+    attach_exit_heads(model.decoder, options)
+    if options.halting != "none":
+        model.halting = HaltingHead(options.halting, len(model.decoder.layers), cfg.model.encoder_embed_dim,
+                                    cfg.model.decoder_embed_dim)
+
+
+@hookimpl
+def toolkit_weights_loaded(model, cfg, origin: str) -> None:
+    """``train_only_halting``: only the halting classifier trains (frozen before the optimizer exists)."""
+    options = cfg.plugins.options.get(NAME)
+    if options is None or not options.train_only_halting or origin == "inference":
+        return
+    if getattr(model, "halting", None) is None:
+        raise ValueError("plugins.options.depth_adaptive.train_only_halting needs a halting classifier "
+                         "(plugins.options.depth_adaptive.halting)")
+    halting = {id(p) for p in model.halting.parameters()}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in halting)

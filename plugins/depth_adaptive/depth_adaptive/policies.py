@@ -87,7 +87,7 @@ class PatienceExit(ExitPolicy):
         self.previous: torch.Tensor | None = None  # (N,) argmax of the running rows at the last block
         self.agreeing: torch.Tensor | None = None  # (N,) consecutive agreements so far
 
-    def begin_step(self, batch: int) -> None:
+    def begin_step(self, encoder_out) -> None:
         self.previous = self.agreeing = None
 
     def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,3 +100,38 @@ class PatienceExit(ExitPolicy):
         exits = agreeing >= self.patience
         self.previous, self.agreeing = prediction[~exits], agreeing[~exits]  # the rows that go on
         return exits, logits
+
+
+@dataclass
+class HaltingConfig:
+    _name: str = "halting"
+    threshold: float = 0.5  # token_geometric: exit after block n when chi^n >= threshold
+
+
+class HaltingExit(ExitPolicy):
+    """The model's learnt halting classifier decides: the most likely exit of q(n|x) (sequence)
+    or q_t(n) (token multinomial, decided at block 1), or chi_t^n >= threshold (geometric)."""
+
+    def __init__(self, cfg: HaltingConfig, model):
+        self.halting = getattr(model, "halting", None)
+        if self.halting is None:
+            raise ValueError("exit_policy=halting needs a model trained with a halting classifier "
+                             "(plugins.options.depth_adaptive.halting); this checkpoint has none")
+        if not 0.0 < cfg.threshold <= 1.0:
+            raise ValueError(f"exit_policy.threshold must be in (0, 1], got {cfg.threshold}")
+        self.threshold = cfg.threshold
+        self.planned: torch.Tensor | None = None  # (N,) 0-based exit block of the running rows
+
+    def begin_step(self, encoder_out) -> None:
+        self.planned = None
+        if self.halting.kind == "sequence":
+            self.planned = self.halting.sequence_log_q(encoder_out).argmax(-1)
+
+    def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> torch.Tensor:
+        if self.halting.kind == "token_geometric":
+            return torch.sigmoid(self.halting.chi_logit(hidden, block)) >= self.threshold
+        if self.planned is None:  # token_multinomial, first block
+            self.planned = self.halting.multinomial_log_q(hidden).argmax(-1)
+        exits = self.planned == block
+        self.planned = self.planned[~exits]
+        return exits

@@ -57,12 +57,12 @@ def test_patience_counts_consecutive_agreements_of_the_rows_still_running():
     policy = PatienceExit(PatienceConfig(patience=2), SimpleNamespace(decoder=LogitsDecoder))
     one_hot = torch.eye(4) * 5  # row r's state predicts token r
     # three rows; predictions per block: row 0: 1,1,1 (exits after block 3); row 1: 2,3,3,.. ; row 2: 0,0,0
-    policy.begin_step(3)
+    policy.begin_step(None)
     assert policy.should_exit(0, one_hot[[1, 2, 0]], LogitsDecoder)[0].tolist() == [False, False, False]
     assert policy.should_exit(1, one_hot[[1, 3, 0]], LogitsDecoder)[0].tolist() == [False, False, False]
     exits, _ = policy.should_exit(2, one_hot[[1, 3, 0]], LogitsDecoder)
     assert exits.tolist() == [True, False, True]  # rows 0 and 2 agreed twice; row 1 once
-    policy.begin_step(3)  # a new step forgets
+    policy.begin_step(None)  # a new step forgets
     assert policy.should_exit(0, one_hot[[1, 1, 1]], LogitsDecoder)[0].tolist() == [False, False, False]
 
 
