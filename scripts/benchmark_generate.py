@@ -20,6 +20,13 @@ the checkpoint is also loaded without them, and both settings are decoded in alt
     python scripts/benchmark_generate.py --checkpoint CKPT --source SRC --reference REF \
         --plugin-option layerdrop.decoder_layers_to_keep=[0,2,4] --side-by-side
 
+With --exit-policy NAME (and --exit-option KEY=VALUE, repeatable) the same sentences are decoded
+at full depth and with that registered exit policy in alternating rounds, printing BLEU, the
+average exit and the exit histogram of each, and their time ratio:
+
+    python scripts/benchmark_generate.py --checkpoint CKPT --source SRC --reference REF \
+        --exit-policy confidence --exit-option threshold=0.8
+
 With --exit-after-block N it measures what early exits save in wall-clock time: the same
 sentences are decoded at full depth, with the ``fixed_depth`` exit policy stopping every
 hypothesis after block N (the blocks above then only add keys/values for it), and by the model truncated to N
@@ -35,6 +42,7 @@ import tempfile
 import time
 
 import torch
+from omegaconf import OmegaConf
 
 from toolkit.checkpoint import describe
 from toolkit.config import parse_plugin_options
@@ -62,6 +70,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--side-by-side", action="store_true",
                         help="also decode without the --plugin-option settings, in alternating rounds")
     parser.add_argument("--compare-ct2", action="store_true", help="also decode with CTranslate2 and compare")
+    parser.add_argument("--exit-policy", metavar="NAME", help="compare full depth with this exit policy")
+    parser.add_argument("--exit-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of --exit-policy, read as YAML (repeatable)")
     parser.add_argument("--exit-after-block", type=int, metavar="N",
                         help="compare full depth, every hypothesis exiting after block N, and N blocks")
     parser.add_argument("--rounds", type=int, default=3,
@@ -80,6 +91,12 @@ def main() -> None:
     print(f"checkpoint   {describe(args.checkpoint, translator.model)}" + (f" with {options}" if options else ""))
     if args.side_by_side:
         compare_settings(args, {f"with {options}": translator, "as saved": load(args, {})}, sources, references)
+        return
+    if args.exit_policy:
+        policy = {"_name": args.exit_policy, **OmegaConf.to_container(OmegaConf.from_dotlist(args.exit_option))}
+        exiting = Translator(translator.task, translator.model, GenerationConfig(
+            beam=args.beam, lenpen=args.lenpen, exit_policy=policy), max_sentences=args.batch)
+        compare_settings(args, {"full depth": translator, str(policy): exiting}, sources, references)
         return
     translator.translate(sources[: args.batch])  # warm-up
     meter = SpeedMeter(translator.device)
@@ -131,6 +148,11 @@ def compare_settings(args: argparse.Namespace, runs: dict[str, Translator], sour
         bleu = f"   BLEU {score(run['outputs'], references).bleu:.2f}" if references else ""
         print(f"  {name:<40} {len(sources) * args.rounds / run['seconds']:8.1f} sentences/s "
               f"{run['tokens'] / run['seconds']:9.1f} tokens/s   {runs[name].model.num_parameters():,} parameters{bleu}")
+        generator = runs[name].generator
+        if generator.exit_policy is not None:
+            shares = ", ".join(f"{share:.1%}" for share in generator.exit_histogram())
+            print(f"  {'':<40} average exit {generator.average_exit():.2f} of {len(generator.exit_counts)} "
+                  f"blocks (tokens exiting at blocks 1..N: {shares})")
     first, second = totals.values()
     print(f"  time ratio {' / '.join(totals)} = {first['seconds'] / second['seconds']:.3f}")
 

@@ -14,10 +14,13 @@ A threshold is one number for every block or a list with one per block 1..N-1.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 
 from toolkit.generation.exit_policy import ExitPolicy
+
+from depth_adaptive.tuning import read_tuned
 
 
 @dataclass
@@ -25,6 +28,7 @@ class ConfidenceConfig:
     _name: str = "confidence"
     threshold: float = 0.9  # every block's T_n, unless thresholds is set
     thresholds: list[float] = field(default_factory=list)  # T_1..T_{N-1}
+    tuned: Optional[str] = None  # a toolkit-tune-exits file: its thresholds replace the above
 
 
 @dataclass
@@ -32,6 +36,7 @@ class EntropyConfig:
     _name: str = "entropy"
     threshold: float = 0.5  # nats
     thresholds: list[float] = field(default_factory=list)
+    tuned: Optional[str] = None
 
 
 @dataclass
@@ -41,9 +46,13 @@ class PatienceConfig:
 
 
 def per_block_thresholds(cfg, model) -> list[float]:
-    """T_1..T_{N-1} from a config's ``threshold``/``thresholds``, checked against the depth."""
+    """T_1..T_{N-1} from a config's ``tuned`` file or ``threshold``/``thresholds``, checked
+    against the depth."""
     exits = len(model.decoder.layers) - 1
-    values = list(cfg.thresholds) if cfg.thresholds else [cfg.threshold] * exits
+    if cfg.tuned:
+        values = list(read_tuned(cfg.tuned, cfg._name, model)["thresholds"])
+    else:
+        values = list(cfg.thresholds) if cfg.thresholds else [cfg.threshold] * exits
     if len(values) != exits:
         raise ValueError(f"exit_policy.thresholds needs {exits} values (blocks 1..{exits} of this "
                          f"{exits + 1}-block decoder), got {len(values)}: {values}")
@@ -106,6 +115,7 @@ class PatienceExit(ExitPolicy):
 class HaltingConfig:
     _name: str = "halting"
     threshold: float = 0.5  # token_geometric: exit after block n when chi^n >= threshold
+    tuned: Optional[str] = None  # a toolkit-tune-exits file: its threshold replaces the above
 
 
 class HaltingExit(ExitPolicy):
@@ -117,9 +127,10 @@ class HaltingExit(ExitPolicy):
         if self.halting is None:
             raise ValueError("exit_policy=halting needs a model trained with a halting classifier "
                              "(plugins.options.depth_adaptive.halting); this checkpoint has none")
-        if not 0.0 < cfg.threshold <= 1.0:
-            raise ValueError(f"exit_policy.threshold must be in (0, 1], got {cfg.threshold}")
-        self.threshold = cfg.threshold
+        threshold = read_tuned(cfg.tuned, cfg._name, model)["threshold"] if cfg.tuned else cfg.threshold
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"exit_policy.threshold must be in (0, 1], got {threshold}")
+        self.threshold = threshold
         self.planned: torch.Tensor | None = None  # (N,) 0-based exit block of the running rows
 
     def begin_step(self, encoder_out) -> None:

@@ -43,5 +43,7 @@ def tiny_batch(rows: int = 3, src_len: int = 5, tgt_len: int = 6, seed: int = 1)
 
 @pytest.fixture
 def session(clean_config_store):
-    """The core and this plugin only."""
-    return load_plugins(autoload=False, extra=[("depth_adaptive", depth_adaptive.plugin)])
+    """The core and this plugin only; torch's thread count is restored afterwards (runs set it)."""
+    threads = torch.get_num_threads()
+    yield load_plugins(autoload=False, extra=[("depth_adaptive", depth_adaptive.plugin)])
+    torch.set_num_threads(threads)

@@ -3,6 +3,13 @@ decodes with early exits, and without the plugin at full depth."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
+from depth_adaptive.policies import ConfidenceConfig, ConfidenceExit
+from depth_adaptive.tune import main as tune_exits
+from depth_adaptive.tuning import TuningFileError
 from toolkit.checkpoint import load_checkpoint
 from toolkit.config import compose_train_config
 from toolkit.generation.generator import GenerationConfig
@@ -15,9 +22,9 @@ SOURCES = ["the small dog sees a red ball", "every cat sleeps near the old house
 
 def test_aligned_training_learns_at_every_block_and_decodes_with_exits(session, tmp_path):
     cfg = compose_train_config([
-        "criterion=depth_adaptive", "model.decoder_layers=3", "task.toy_pairs=1000", "task.vocab_size=200",
-        "dataset.max_positions=64", "dataset.max_tokens=1024", "optimization.max_epoch=3", "optim.lr=3e-3",
-        "lr_scheduler.warmup_updates=20", "common.log_format=none", "common.tensorboard_dir=null",
+        "criterion=depth_adaptive", "model.decoder_layers=3", "task.toy_pairs=1000", "task.vocab_size=200", "common.threads=1",
+        "dataset.max_positions=64", "dataset.max_tokens=512", "optimization.max_epoch=3", "optim.lr=5e-3",
+        "lr_scheduler.warmup_updates=30", "common.log_format=none", "common.tensorboard_dir=null",
         f"checkpoint.save_dir={tmp_path}"])
     result = train(cfg, session)
     first, last = result["valid"][0], result["valid"][-1]
@@ -26,7 +33,7 @@ def test_aligned_training_learns_at_every_block_and_decodes_with_exits(session, 
     path = tmp_path / "checkpoint_last.pt"
     assert load_checkpoint(path)["plugins"]["roles"] == {"depth_adaptive": "training"}
 
-    policy = {"_name": "confidence", "threshold": 0.5}
+    policy = {"_name": "confidence", "threshold": 0.3}
     translator = Translator.from_checkpoint(path, GenerationConfig(beam=2, exit_policy=policy), "cpu", session)
     translations = translator.translate(SOURCES)
     assert all(t.text for t in translations)
@@ -35,3 +42,20 @@ def test_aligned_training_learns_at_every_block_and_decodes_with_exits(session, 
     core_only = load_plugins(autoload=False)  # trained with the plugin's criterion, decodes without it
     full_depth = Translator.from_checkpoint(path, GenerationConfig(beam=2), "cpu", core_only).translate(SOURCES)
     assert all(t.text for t in full_depth)
+
+    # thresholds tuned on the valid split round-trip through their file
+    tuned = tmp_path / "confidence.json"
+    assert tune_exits([str(path), "--policy", "confidence", "--output", str(tuned), "--samples", "2", "--limit",
+                       "20", "--beam", "2", "--device", "cpu"]) == 0
+    record = json.loads(tuned.read_text())
+    assert len(record["samples"]) == 6 and record["frontier"] and record["full_depth"]["average_exit"] == 3.0
+    assert record["chosen"]["bleu"] >= record["full_depth"]["bleu"] - 0.3 or record["chosen"] == max(
+        record["samples"], key=lambda p: p["bleu"])
+    model = translator.model
+    assert ConfidenceExit(ConfidenceConfig(tuned=str(tuned)), model).thresholds == record["settings"]["thresholds"]
+    other = Translator.from_checkpoint(tmp_path / "checkpoint1.pt", GenerationConfig(), "cpu", session).model
+    with pytest.raises(TuningFileError, match="tuned for another model"):
+        ConfidenceExit(ConfidenceConfig(tuned=str(tuned)), other)
+    with pytest.raises(TuningFileError, match="thresholds of the confidence policy, not entropy"):
+        from depth_adaptive.policies import EntropyConfig, EntropyExit
+        EntropyExit(EntropyConfig(tuned=str(tuned)), model)

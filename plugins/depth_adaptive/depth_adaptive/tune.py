@@ -1,0 +1,147 @@
+r"""``toolkit-tune-exits``: search an exit policy's thresholds on the validation set.
+
+    toolkit-tune-exits runs/da/checkpoint_best.pt --policy confidence --samples 40 --output runs/da/confidence.json
+    toolkit-generate path=runs/da/checkpoint_best.pt split=test generation/exit_policy=confidence \
+        generation.exit_policy.tuned=runs/da/confidence.json
+
+Random search (Elbayad et al.): K threshold settings are drawn (one threshold per block for
+``confidence`` and ``entropy``, one for the geometric ``halting`` classifier), plus a few
+uniform anchors; each decodes the validation split. The file holds every sample, the
+BLEU / average-exit frontier, full depth, and the chosen setting: the lowest average exit whose
+BLEU is within ``--max-bleu-drop`` of full depth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+from toolkit.data.preprocess import read_lines
+from toolkit.errors import UserError
+from toolkit.generation.generator import GenerationConfig
+from toolkit.generation.translator import Translator
+from toolkit.inference import load_for_inference
+from toolkit.scoring.bleu import score
+
+from depth_adaptive.tuning import fingerprint, write_tuned
+
+RANGES = {"confidence": (0.2, 1.0), "entropy": (0.0, 3.0), "halting": (0.05, 0.95)}
+ANCHORS = {"confidence": [0.5, 0.7, 0.9, 0.99], "entropy": [0.1, 0.5, 1.0, 2.0], "halting": [0.2, 0.5, 0.8]}
+
+
+def draw_settings(policy: str, blocks: int, samples: int, seed: int) -> list[dict]:
+    """The anchors (one threshold everywhere), then ``samples`` random settings."""
+    low, high = RANGES[policy]
+    rng = random.Random(seed)
+    if policy == "halting":
+        values = ANCHORS[policy] + [rng.uniform(low, high) for _ in range(samples)]
+        return [{"threshold": round(v, 4)} for v in values]
+    drawn = [[round(rng.uniform(low, high), 4) for _ in range(blocks - 1)] for _ in range(samples)]
+    return [{"thresholds": [a] * (blocks - 1)} for a in ANCHORS[policy]] + [{"thresholds": d} for d in drawn]
+
+
+def frontier(points: list[dict]) -> list[dict]:
+    """The points no other beats on both BLEU (higher) and average exit (lower), by average exit."""
+    best, front = -1.0, []
+    for point in sorted(points, key=lambda p: (p["average_exit"], -p["bleu"])):
+        if point["bleu"] > best:
+            front.append(point)
+            best = point["bleu"]
+    return front
+
+
+def choose(points: list[dict], full_bleu: float, max_drop: float) -> dict:
+    """The lowest average exit within ``max_drop`` BLEU of full depth (else the best BLEU)."""
+    allowed = [p for p in points if p["bleu"] >= full_bleu - max_drop]
+    if not allowed:
+        return max(points, key=lambda p: p["bleu"])
+    return min(allowed, key=lambda p: (p["average_exit"], -p["bleu"]))
+
+
+def decode(translator: Translator, sources: list[str], references: list[str]) -> dict:
+    hypotheses = [t.text for t in translator.translate(sources)]
+    return {"bleu": round(score(hypotheses, references).bleu, 2),
+            "average_exit": round(translator.generator.average_exit(), 3)}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="toolkit-tune-exits", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--policy", choices=sorted(RANGES), required=True)
+    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--samples", type=int, default=30, help="random settings besides the anchors")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--source", help="validation sources (default: the checkpoint's data, split valid)")
+    parser.add_argument("--reference")
+    parser.add_argument("--limit", type=int, help="only the first N sentences")
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--lenpen", type=float, default=1.0)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--max-bleu-drop", type=float, default=0.3)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--device", default="auto")
+    return parser.parse_args(argv)
+
+
+def validation_text(args: argparse.Namespace, task) -> tuple[list[str], list[str], str]:
+    if bool(args.source) != bool(args.reference):
+        raise UserError("give both --source and --reference, or neither (the checkpoint's valid split)")
+    if args.source:
+        source, reference = Path(args.source), Path(args.reference)
+    else:
+        settings = task.settings()
+        source = task.data_dir() / f"valid.{settings.source_lang}"
+        reference = task.data_dir() / f"valid.{settings.target_lang}"
+    sources, references = read_lines(source)[: args.limit], read_lines(reference)[: args.limit]
+    if len(sources) != len(references):
+        raise UserError(f"{source} has {len(sources)} lines but {reference} has {len(references)}")
+    return sources, references, str(source)
+
+
+def tune(args: argparse.Namespace) -> dict:
+    """Decode full depth and every setting; returns the record written to ``args.output``."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _, task, model, _ = load_for_inference(args.checkpoint, device=args.device)
+    sources, references, source = validation_text(args, task)
+
+    def translator(policy: dict | None) -> Translator:
+        cfg = GenerationConfig(beam=args.beam, lenpen=args.lenpen, exit_policy=policy)
+        return Translator(task, model, cfg, max_sentences=args.batch)
+
+    full = decode(translator(None), sources, references)
+    print(f"full depth: BLEU {full['bleu']:.2f}, average exit {full['average_exit']:.2f}")
+    points = []
+    for i, settings in enumerate(draw_settings(args.policy, len(model.decoder.layers), args.samples, args.seed)):
+        point = {**settings, **decode(translator({"_name": args.policy, **settings}), sources, references)}
+        points.append(point)
+        print(f"[{i + 1}] {settings}: BLEU {point['bleu']:.2f}, average exit {point['average_exit']:.2f}")
+    chosen = choose(points, full["bleu"], args.max_bleu_drop)
+    record = {"policy": args.policy, "checkpoint": str(args.checkpoint), "model": fingerprint(model),
+              "settings": {k: v for k, v in chosen.items() if k not in ("bleu", "average_exit")},
+              "chosen": chosen, "full_depth": full, "rule": f"lowest average exit within {args.max_bleu_drop} "
+              f"BLEU of full depth", "data": {"source": source, "sentences": len(sources), "beam": args.beam},
+              "frontier": frontier(points), "samples": points}
+    write_tuned(args.output, record)
+    print(f"chosen {record['settings']}: BLEU {chosen['bleu']:.2f} (full depth {full['bleu']:.2f}), average exit "
+          f"{chosen['average_exit']:.2f} of {len(model.decoder.layers)}; written to {args.output}")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        tune(args)
+    except UserError as error:
+        print(f"toolkit-tune-exits: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
