@@ -257,13 +257,17 @@ def test_impossible_device_or_dtype_is_refused_before_moving(clean_config_store,
 
 
 def test_weights_loaded_runs_before_the_optimizer_and_train_begin_after_resume(clean_config_store, core_run,
-                                                                              tmp_path):
+                                                                              tmp_path, caplog):
     parent = load_checkpoint(core_run)["model"]
     recorder = Recorder()
     session = _session(("recorder", recorder))
     child = tmp_path / "child"
     same_data = f"task.destdir={core_run.parent / 'data-bin'}"
-    _train(session, child, same_data, f"checkpoint.finetune_from={core_run}")
+    with caplog.at_level("INFO", logger="toolkit.train"):
+        _train(session, child, same_data, f"checkpoint.finetune_from={core_run}")
+    # the run ends by naming its best checkpoint and the command that translates with it
+    assert f"best checkpoint: {child / 'checkpoint_best.pt'} (valid loss " in caplog.text
+    assert f"toolkit-generate path={child / 'checkpoint_best.pt'} split=test" in caplog.text
     weights = load_checkpoint(child / "checkpoint_last.pt")["model"]
     # frozen in the hook, before the optimizer was built: the encoder kept the parent's weights
     assert all(torch.equal(weights[k], parent[k]) for k in parent if k.startswith("encoder."))
