@@ -27,6 +27,7 @@ from torch import nn
 
 from toolkit.criterions.base import Criterion
 from toolkit.criterions.label_smoothed_cross_entropy import label_smoothed_cross_entropy
+from toolkit.errors import ConfigError
 
 from depth_adaptive.oracles import ORACLES, sequence_oracle, token_oracle
 
@@ -52,15 +53,15 @@ class DepthAdaptiveCriterion(Criterion):
     def __init__(self, cfg: DepthAdaptiveCriterionConfig, padding_idx: int):
         super().__init__()
         if cfg.mode not in MODES:
-            raise ValueError(f"criterion.mode must be one of {MODES}, got {cfg.mode!r}")
+            raise ConfigError(f"criterion.mode must be one of {MODES}, got {cfg.mode!r}")
         if not 0.0 <= cfg.label_smoothing < 1.0:
-            raise ValueError(f"criterion.label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+            raise ConfigError(f"criterion.label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
         if cfg.oracle not in ORACLES:
-            raise ValueError(f"criterion.oracle must be one of {ORACLES}, got {cfg.oracle!r}")
+            raise ConfigError(f"criterion.oracle must be one of {ORACLES}, got {cfg.oracle!r}")
         if cfg.samples < 1:
-            raise ValueError(f"criterion.samples must be >= 1, got {cfg.samples}")
+            raise ConfigError(f"criterion.samples must be >= 1, got {cfg.samples}")
         if any(w < 0 for w in cfg.block_weights) or (cfg.block_weights and sum(cfg.block_weights) <= 0):
-            raise ValueError(f"criterion.block_weights must be >= 0 with a positive sum, got {cfg.block_weights}")
+            raise ConfigError(f"criterion.block_weights must be >= 0 with a positive sum, got {cfg.block_weights}")
         self.cfg, self.padding_idx = cfg, padding_idx
 
     def forward(self, model: nn.Module, sample: dict[str, Any]) -> tuple[torch.Tensor, float, dict[str, Any]]:
@@ -72,7 +73,7 @@ class DepthAdaptiveCriterion(Criterion):
         """omega_1..omega_N; uniform unless set (then it must have one weight per block)."""
         weights = list(self.cfg.block_weights) or [1.0] * blocks
         if len(weights) != blocks:
-            raise ValueError(f"criterion.block_weights has {len(weights)} weights for a {blocks}-block decoder")
+            raise ConfigError(f"criterion.block_weights has {len(weights)} weights for a {blocks}-block decoder")
         return weights
 
     def aligned(self, model: nn.Module, sample: dict[str, Any]) -> tuple[torch.Tensor, float, dict[str, Any]]:

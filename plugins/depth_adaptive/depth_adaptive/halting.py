@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from toolkit.models.base import EncoderOutput
+from toolkit.errors import ConfigError
 
 KINDS = ("none", "sequence", "token_multinomial", "token_geometric")
 
@@ -38,7 +39,7 @@ class HaltingHead(nn.Module):
     def __init__(self, kind: str, blocks: int, encoder_dim: int, decoder_dim: int):
         super().__init__()
         if kind not in KINDS[1:]:
-            raise ValueError(f"plugins.options.depth_adaptive.halting must be one of {KINDS}, got {kind!r}")
+            raise ConfigError(f"plugins.options.depth_adaptive.halting must be one of {KINDS}, got {kind!r}")
         self.kind, self.blocks = kind, blocks
         if kind == "sequence":
             self.classifier = nn.Linear(encoder_dim, blocks)

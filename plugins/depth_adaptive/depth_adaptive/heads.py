@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from toolkit.errors import ConfigError
+
 from depth_adaptive.options import CLASSIFIERS, DepthAdaptiveOptions
 
 
@@ -28,7 +30,7 @@ def attach_exit_heads(decoder: nn.Module, options: DepthAdaptiveOptions) -> None
     output layer.
     """
     if options.classifiers not in CLASSIFIERS:
-        raise ValueError(f"plugins.options.depth_adaptive.classifiers must be one of {CLASSIFIERS}, "
+        raise ConfigError(f"plugins.options.depth_adaptive.classifiers must be one of {CLASSIFIERS}, "
                          f"got {options.classifiers!r}")
     if options.classifiers == "shared" and not options.block_norms:
         return  # the core's default: every block through the final norm and output projection

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from toolkit.errors import ConfigError
+
 ORACLES = ("likelihood", "correctness")
 
 
@@ -21,7 +23,7 @@ def token_scores(block_lprobs: torch.Tensor, target: torch.Tensor, oracle: str) 
     """(B, T, N) per-token scores from each block's log-probabilities (B, T, N, V) or, to save
     memory, from a list of N (B, T, V) tensors."""
     if oracle not in ORACLES:
-        raise ValueError(f"criterion.oracle must be one of {ORACLES}, got {oracle!r}")
+        raise ConfigError(f"criterion.oracle must be one of {ORACLES}, got {oracle!r}")
     blocks = list(block_lprobs.unbind(2)) if isinstance(block_lprobs, torch.Tensor) else block_lprobs
     if oracle == "likelihood":
         scores = [lp.gather(-1, target.unsqueeze(-1)).squeeze(-1) for lp in blocks]

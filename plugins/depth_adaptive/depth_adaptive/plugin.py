@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from toolkit import hookimpl
+from toolkit.errors import ConfigError
 
 from depth_adaptive.criterion import DepthAdaptiveCriterion, DepthAdaptiveCriterionConfig
 from depth_adaptive.halting import HaltingHead
@@ -45,7 +46,7 @@ def toolkit_weights_loaded(model, cfg, origin: str) -> None:
     if options is None or not options.train_only_halting or origin == "inference":
         return
     if getattr(model, "halting", None) is None:
-        raise ValueError("plugins.options.depth_adaptive.train_only_halting needs a halting classifier "
+        raise ConfigError("plugins.options.depth_adaptive.train_only_halting needs a halting classifier "
                          "(plugins.options.depth_adaptive.halting)")
     halting = {id(p) for p in model.halting.parameters()}
     for parameter in model.parameters():

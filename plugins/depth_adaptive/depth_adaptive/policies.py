@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 
 from toolkit.generation.exit_policy import ExitPolicy
+from toolkit.errors import ConfigError
 
 from depth_adaptive.tuning import read_tuned
 
@@ -54,7 +55,7 @@ def per_block_thresholds(cfg, model) -> list[float]:
     else:
         values = list(cfg.thresholds) if cfg.thresholds else [cfg.threshold] * exits
     if len(values) != exits:
-        raise ValueError(f"exit_policy.thresholds needs {exits} values (blocks 1..{exits} of this "
+        raise ConfigError(f"exit_policy.thresholds needs {exits} values (blocks 1..{exits} of this "
                          f"{exits + 1}-block decoder), got {len(values)}: {values}")
     return values
 
@@ -90,7 +91,7 @@ class PatienceExit(ExitPolicy):
     def __init__(self, cfg: PatienceConfig, model):
         blocks = len(model.decoder.layers)
         if not 1 <= cfg.patience < blocks:
-            raise ValueError(f"exit_policy.patience must be in 1..{blocks - 1} for this {blocks}-block decoder, "
+            raise ConfigError(f"exit_policy.patience must be in 1..{blocks - 1} for this {blocks}-block decoder, "
                              f"got {cfg.patience}")
         self.patience = cfg.patience
         self.previous: torch.Tensor | None = None  # (N,) argmax of the running rows at the last block
@@ -125,11 +126,11 @@ class HaltingExit(ExitPolicy):
     def __init__(self, cfg: HaltingConfig, model):
         self.halting = getattr(model, "halting", None)
         if self.halting is None:
-            raise ValueError("exit_policy=halting needs a model trained with a halting classifier "
+            raise ConfigError("exit_policy=halting needs a model trained with a halting classifier "
                              "(plugins.options.depth_adaptive.halting); this checkpoint has none")
         threshold = read_tuned(cfg.tuned, cfg._name, model)["threshold"] if cfg.tuned else cfg.threshold
         if not 0.0 < threshold <= 1.0:
-            raise ValueError(f"exit_policy.threshold must be in (0, 1], got {threshold}")
+            raise ConfigError(f"exit_policy.threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
         self.planned: torch.Tensor | None = None  # (N,) 0-based exit block of the running rows
 
