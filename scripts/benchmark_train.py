@@ -6,9 +6,11 @@ updates that are not timed (allocator, caches, thread pools), then times ``--ste
 Data preparation and start-up are excluded.
 
 MFU is the model's useful training FLOPs per second (matrix products only, counted from its
-layer shapes without padding: ``toolkit.models.flops``) over the GEMM bound: the FLOP/s this
-machine reaches, measured in the same run, on the same products at the shapes of a median
-batch (forward and both backward products, in the training dtype). ``--profile N`` prints a
+layer shapes without padding: ``toolkit.models.flops``) over the GEMM bound, the peak FLOP/s
+of this machine on the same products, measured in the same run: each product of a median
+batch (forward, input gradient, weight gradient, with ``torch.matmul`` in the training dtype)
+is timed repeatedly, just before and just after the timed updates, and its best time is kept;
+the bound is their total FLOPs over the sum of those best times. ``--profile N`` prints a
 ``torch.profiler`` table of the top operators over N more updates. Example (CPU, Multi30k)::
 
     python scripts/benchmark_train.py --data ../shared/data/multi30k-task1 --source-lang de \
@@ -26,15 +28,22 @@ import argparse
 import resource
 import time
 from contextlib import closing
+from functools import partial
+from typing import Callable, Iterator
 
 import torch
+from omegaconf import DictConfig
 
 from toolkit.config import compose_train_config
 from toolkit.models.flops import Gemm, training_flops, transformer_gemms
 from toolkit.models.transformer import TransformerConfig
 from toolkit.plugins import get_plugins
-from toolkit.training.distributed import init_distributed, shutdown
+from toolkit.precision import dtype_of
+from toolkit.tasks.base import Task
+from toolkit.training.distributed import DistributedContext, init_distributed, shutdown
 from toolkit.training.trainer import Trainer
+
+Shape = tuple[int, int, int, int]  # a product's batch, m, k, n
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,6 +69,45 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    cfg, task, model, trainer, distributed = build(args)
+    stream = updates(task, trainer, args.update_freq)
+    for _ in range(args.warmup):
+        trainer.train_step(next(stream))
+    groups = [next(stream) for _ in range(args.steps)]  # collated before timing
+    profiled = [next(stream) for _ in range(args.profile)]
+    stream.close()
+    flops = model_flops(model, task, [s for g in groups for s in g])
+    dtype = dtype_of(trainer.precision)
+    # the GEMM bound is measured just before and just after the timed updates, each product's
+    # best time taken over both passes, so the machine's drift (it is shared) cannot lower it
+    start = time.perf_counter()
+    passes = [gemm_seconds(flops[1], trainer.device, dtype)] if flops else []
+    bound_s = time.perf_counter() - start
+    tokens, elapsed = time_updates(trainer, groups, distributed)
+    start = time.perf_counter()
+    passes += [gemm_seconds(flops[1], trainer.device, dtype)] if flops else []
+    bound_s += time.perf_counter() - start
+    table = profile_updates(trainer, profiled) if profiled else None
+    padded = sum(s["target"].numel() for g in groups for s in g)
+    tokens, padded = (int(x) for x in distributed.all_reduce_sum(torch.tensor([tokens, padded])))
+    shutdown(distributed)
+    if not distributed.is_master:
+        return
+    print(f"arch                {args.arch} ({cfg.common.precision}, {trainer.device}, "
+          f"{distributed.world_size} process(es) x {torch.get_num_threads()} threads)")
+    print(f"parameters          {model.num_parameters():,}")
+    print(f"timed updates       {args.steps} (after {args.warmup} warm-up), {elapsed:.2f} s")
+    print(f"target tokens/s     {tokens / elapsed:,.0f}")
+    print(f"target padding      {1 - tokens / padded:.1%}")
+    if flops:
+        print_mfu(flops, passes, bound_s, tokens, elapsed, distributed.world_size)
+    print_peak_memory(trainer.device)
+    if table:
+        print(table)
+
+
+def build(args: argparse.Namespace) -> tuple[DictConfig, Task, torch.nn.Module, Trainer, DistributedContext]:
+    """Config, task (data prepared), model and trainer, built as ``toolkit-train`` builds them."""
     overrides = [
         f"model={args.arch}", f"task.vocab_size={args.vocab_size}", f"dataset.max_tokens={args.max_tokens}",
         f"optimization.update_freq={args.update_freq}", f"common.precision={args.precision}",
@@ -82,77 +130,67 @@ def main() -> None:
     task.prepare()
     model = task.build_model(plugins.registries, cfg.model)
     plugins.hook.toolkit_modify_model(model=model, cfg=cfg)
-    trainer = Trainer(cfg, task, model, task.build_criterion(plugins.registries, cfg.criterion), plugins,
-                      distributed)
-    max_positions = min(cfg.dataset.max_positions, *model.max_positions())
+    criterion = task.build_criterion(plugins.registries, cfg.criterion)
+    return cfg, task, model, Trainer(cfg, task, model, criterion, plugins, distributed), distributed
+
+
+def updates(task: Task, trainer: Trainer, update_freq: int) -> Iterator[list[dict]]:
+    """Endless groups of ``update_freq`` training batches of this rank, epoch after epoch."""
+    max_positions = min(trainer.cfg.dataset.max_positions, *trainer.module.max_positions())
+    distributed = trainer.distributed
     itr = task.batch_iterator(task.load_dataset("train", max_positions), train=True,
                               shard=(distributed.rank, distributed.world_size))
+    while True:
+        group = []
+        with closing(itr.next_epoch_itr()) as epoch:  # closing stops its prefetching thread
+            for sample in epoch:
+                group.append(sample)
+                if len(group) == update_freq:
+                    yield group
+                    group = []
 
-    def updates():
-        while True:
-            group = []
-            with closing(itr.next_epoch_itr()) as epoch:  # closing stops its prefetching thread
-                for sample in epoch:
-                    group.append(sample)
-                    if len(group) == args.update_freq:
-                        yield group
-                        group = []
 
-    stream = updates()
-    for _ in range(args.warmup):
-        trainer.train_step(next(stream))
-    groups = [next(stream) for _ in range(args.steps)]  # collated before timing
-    profiled = [next(stream) for _ in range(args.profile)]
-    stream.close()
-    flops = model_flops(model, task, [s for g in groups for s in g])
-    # the GEMM bound is measured just before and just after the timed updates, so the
-    # machine's drift (it is shared) affects both sides of the ratio alike
-    bounds = [gemm_bound(flops[1], trainer)] if flops else []
+def time_updates(trainer: Trainer, groups: list[list[dict]],
+                 distributed: DistributedContext) -> tuple[int, float]:
+    """Target tokens of this rank and wall-clock seconds of one update per group."""
     if trainer.device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize(trainer.device)
+        torch.cuda.reset_peak_memory_stats(trainer.device)
     distributed.barrier()
     tokens, start = 0, time.perf_counter()
     for group in groups:
         trainer.train_step(group)
         tokens += sum(s["ntokens"] for s in group)
     if trainer.device.type == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    bounds += [gemm_bound(flops[1], trainer)] if flops else []
-    table = profile_updates(trainer, profiled) if profiled else None
-    padded = sum(s["target"].numel() for g in groups for s in g)
-    tokens, padded = (int(x) for x in distributed.all_reduce_sum(torch.tensor([tokens, padded])))
-    shutdown(distributed)
-    if not distributed.is_master:
-        return
-    if trainer.device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-        peak_label = "peak GPU memory"
+        torch.cuda.synchronize(trainer.device)
+    return tokens, time.perf_counter() - start
+
+
+def print_mfu(flops: tuple[int, list[Gemm]], passes: list[dict[Shape, float]], bound_s: float, tokens: int,
+              elapsed: float, world_size: int) -> None:
+    """Model FLOPs per token, achieved FLOP/s, the GEMM bound (peak over both passes, which took
+    ``bound_s`` seconds) and MFU."""
+    rank_flops, gemms = flops  # this rank's timed updates; ranks' batches are alike in size
+    achieved = rank_flops * world_size / elapsed
+    peak = {shape: min(p[shape] for p in passes) for shape in passes[0]}
+    bound = gemm_bound(gemms, peak)
+    each = ", ".join(f"{gemm_bound(gemms, p) / 1e9:.1f}" for p in passes)
+    print(f"model FLOPs/token   {rank_flops / (tokens / world_size) / 1e6:.1f} M (training)")
+    print(f"achieved            {achieved / 1e9:.1f} GFLOP/s")
+    print(f"GEMM bound          {bound / 1e9:.1f} GFLOP/s per process (peak: each product of a median batch at "
+          f"its best time over both passes; the passes alone, before and after: {each}; {bound_s:.0f} s)")
+    print(f"MFU                 {achieved / (bound * world_size):.1%}")
+
+
+def print_peak_memory(device: torch.device) -> None:
+    """Peak GPU memory allocated by torch, or this process's peak resident set on CPU."""
+    if device.type == "cuda":
+        print(f"{'peak GPU memory':<20}{torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB")
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        peak_label = "peak RSS"
-    print(f"arch                {args.arch} ({cfg.common.precision}, {trainer.device}, "
-          f"{distributed.world_size} process(es) x {torch.get_num_threads()} threads)")
-    print(f"parameters          {model.num_parameters():,}")
-    print(f"timed updates       {args.steps} (after {args.warmup} warm-up), {elapsed:.2f} s")
-    print(f"target tokens/s     {tokens / elapsed:,.0f}")
-    print(f"target padding      {1 - tokens / padded:.1%}")
-    if flops:
-        rank_flops = flops[0]  # this rank's timed updates; ranks' batches are alike in size
-        achieved = rank_flops * distributed.world_size / elapsed
-        bound = sum(bounds) / len(bounds)
-        print(f"model FLOPs/token   {rank_flops / (tokens / distributed.world_size) / 1e6:.1f} M (training)")
-        print(f"achieved            {achieved / 1e9:.1f} GFLOP/s")
-        print(f"GEMM bound          {bound / 1e9:.1f} GFLOP/s per process (same products, median batch; "
-              f"{bounds[0] / 1e9:.1f} before, {bounds[1] / 1e9:.1f} after)")
-        print(f"MFU                 {achieved / (bound * distributed.world_size):.1%}")
-    print(f"{peak_label:<20}{peak:,.0f} MiB")
-    if table:
-        print(table)
+        print(f"{'peak RSS':<20}{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
 
 
-def model_flops(model: torch.nn.Module, task, samples: list[dict]) -> tuple[int, list[Gemm]] | None:
+def model_flops(model: torch.nn.Module, task: Task, samples: list[dict]) -> tuple[int, list[Gemm]] | None:
     """This rank's training FLOPs over ``samples`` and the products of a median batch
     (``None`` for models other than the Transformer)."""
     cfg = getattr(model, "cfg", None)
@@ -167,34 +205,63 @@ def model_flops(model: torch.nn.Module, task, samples: list[dict]) -> tuple[int,
     return training_flops(cfg, vocab, lengths), transformer_gemms(cfg, vocab, batch, src_len, median["target"].size(1))
 
 
-def gemm_bound(gemms: list[Gemm], trainer: Trainer, repeats: int = 3) -> float:
-    """FLOP/s of this machine on ``gemms``: each forward product and its two backward ones
-    (input gradient, weight gradient) timed with ``torch.matmul`` in the training dtype."""
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[trainer.precision]
-    device = trainer.device
+def shape_of(gemm: Gemm) -> Shape:
+    """What sets the time of one call of ``gemm``'s products: batch and matrix sizes."""
+    return gemm.batch, gemm.m, gemm.k, gemm.n
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
 
-    total_flops, total_seconds = 0, 0.0
-    for g in gemms:  # laid out as nn.Linear: x (m, k) times weight (n, k) transposed
+def gemm_seconds(gemms: list[Gemm], device: torch.device, dtype: torch.dtype) -> dict[Shape, float]:
+    """For each distinct shape in ``gemms``, the best seconds of one call of its forward product
+    plus its two backward ones (input gradient, weight gradient), with ``torch.matmul`` in ``dtype``
+    on ``device``, laid out as ``nn.Linear``: x (m, k) times weight (n, k) transposed."""
+    seconds: dict[Shape, float] = {}
+    for g in gemms:
+        if shape_of(g) in seconds:
+            continue
         batch = (g.batch,) if g.batch > 1 else ()  # a batch of one is a plain matrix product
         x = torch.randn(*batch, g.m, g.k, dtype=dtype, device=device)
         weight = torch.randn(*batch, g.n, g.k, dtype=dtype, device=device)
         grad = torch.randn(*batch, g.m, g.n, dtype=dtype, device=device)
         products = [(x, weight.transpose(-1, -2)), (grad, weight), (grad.transpose(-1, -2), x)]
-        for left, right in products:  # warm-up
-            torch.matmul(left, right)
-        sync()
+        seconds[shape_of(g)] = sum(best_seconds(partial(torch.matmul, left, right), device)
+                                   for left, right in products)
+    return seconds
+
+
+def best_seconds(call: Callable[[], object], device: torch.device, min_samples: int = 5, patience: int = 5,
+                 budget_s: float = 2.0, sample_s: float = 2e-3) -> float:
+    """The best (minimum) seconds of one ``call``: a peak, not a mean.
+
+    Two untimed calls warm up (kernel choice, allocation, thread pools); the second's time sets
+    how many back-to-back calls make one sample (about ``sample_s`` seconds, so that timer and
+    synchronization overhead vanish on small products). Samples are taken until at least
+    ``min_samples`` are in and the best has not improved by 1% over the last ``patience``, or
+    the ``budget_s`` for this call is spent (never fewer than ``min_samples``)."""
+
+    def sample(calls: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
-        for _ in range(repeats):
-            for left, right in products:
-                torch.matmul(left, right)
-        sync()
-        total_seconds += (time.perf_counter() - start) / repeats * g.count
-        total_flops += 3 * g.flops
-    return total_flops / total_seconds
+        for _ in range(calls):
+            call()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - start) / calls
+
+    sample(1)
+    calls = max(1, round(sample_s / sample(1)))
+    best, stale, taken, deadline = float("inf"), 0, 0, time.perf_counter() + budget_s
+    while taken < min_samples or (stale < patience and time.perf_counter() < deadline):
+        seconds = sample(calls)
+        stale = 0 if seconds < 0.99 * best else stale + 1
+        best, taken = min(best, seconds), taken + 1
+    return best
+
+
+def gemm_bound(gemms: list[Gemm], seconds: dict[Shape, float]) -> float:
+    """FLOP/s of ``gemms`` (forward and both backward products, ``count`` calls of each) at the
+    per-call ``seconds`` of :func:`gemm_seconds`: their total FLOPs over the sum of their best times."""
+    return sum(3 * g.flops for g in gemms) / sum(g.count * seconds[shape_of(g)] for g in gemms)
 
 
 def profile_updates(trainer: Trainer, groups: list[list[dict]]) -> str:
