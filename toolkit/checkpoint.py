@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import toolkit
+from toolkit.errors import NonFiniteError, UserError
 from toolkit.files import atomic_write_with
 from toolkit.plugins import PluginSession
 
@@ -34,14 +35,39 @@ MODEL, TRAINING = "model", "training"  # the roles a plugin plays for a checkpoi
 _MODEL_KINDS = {"task", "model", "architecture"}  # registry kinds needed to rebuild the model
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be read or does not fit this toolkit."""
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> int:
-    """Write ``state`` atomically (temporary file, fsync, rename); returns the bytes on disk."""
+    """Write ``state`` atomically (temporary file, fsync, rename); returns the bytes on disk.
+
+    :raises NonFiniteError: a floating-point weight of ``state["model"]`` is NaN or infinite
+        (training diverged): such a file is never written.
+    """
+    bad = non_finite_weights(state.get("model") or {})
+    if bad:
+        update = f" at update {state['num_updates']}" if "num_updates" in state else ""
+        raise NonFiniteError(f"refusing to write {path}: training diverged{update}, weights hold NaN or infinite "
+                             f"values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); lower optim.lr "
+                             f"or set optimization.clip_norm")
     atomic_write_with(path, lambda f: torch.save(state, f))
     return Path(path).stat().st_size
+
+
+def non_finite_weights(weights: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``weights`` holding a NaN or an infinity (one
+    device sync per device when all are finite)."""
+    tensors = {name: t for name, t in weights.items() if isinstance(t, torch.Tensor) and t.is_floating_point()}
+    by_device: dict[torch.device, list[str]] = {}
+    for name, tensor in tensors.items():
+        by_device.setdefault(tensor.device, []).append(name)
+    bad = []
+    for names in by_device.values():
+        finite = torch.stack([torch.isfinite(tensors[n]).all() for n in names])
+        if not bool(finite.all()):
+            bad += [n for n, ok in zip(names, finite.tolist()) if not ok]
+    return bad
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

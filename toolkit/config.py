@@ -10,23 +10,21 @@ have packaged YAML presets in ``toolkit/conf``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from toolkit.errors import ConfigError  # defined there: modules imported here raise it too
 from toolkit.files import atomic_write_text
 from toolkit.generation.generator import GenerationConfig
 
 CONF_DIR = Path(__file__).parent / "conf"
-
-
-class ConfigError(ValueError):
-    """An invalid value in a run config."""
 
 
 @dataclass
@@ -48,7 +46,7 @@ class DatasetConfig:
     max_sentences: Optional[int] = None
     max_positions: int = 256  # longer pairs are skipped (and counted) when loading
     train_subset: str = "train"
-    valid_subset: str = "valid"
+    valid_subset: Optional[str] = "valid"  # null: train without validation (no best checkpoint)
     bucket_by_length: bool = True
     num_workers: int = 1  # background threads collating batches ahead (0: none)
 
@@ -218,6 +216,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     """Reject values that would only fail (or silently misbehave) later in a run."""
     problems = [f"unknown config key {key!r} (added with `+`?): not a field of its typed section"
                 for key in _unknown_keys(cfg)]
+    problems += [f"{key} must be a finite number, got {value}" for key, value in non_finite_values(cfg)]
     if cfg.optim.get("lr", 1.0) <= 0:
         problems.append(f"optim.lr must be positive, got {cfg.optim.lr}")
     if cfg.dataset.max_tokens <= 0:
@@ -241,8 +240,31 @@ def validate_train_config(cfg: DictConfig) -> None:
                         "score saved checkpoints with toolkit-generate instead")
     if cfg.common.log_format not in ("auto", "tqdm", "simple", "none"):
         problems.append(f"common.log_format must be auto, tqdm, simple or none, got {cfg.common.log_format!r}")
+    if cfg.dataset.valid_subset is None and cfg.validation.bleu:
+        problems.append("validation.bleu translates the valid split: set dataset.valid_subset (it is null)")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def non_finite_values(node: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """``(dotted key, value)`` of every float in ``node`` (a config, nested mappings and lists)
+    that is NaN or infinite: no setting means anything with such a value, and a learning rate
+    of ``inf`` would train to NaN weights."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        try:
+            node = OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
+        except OmegaConfBaseException:  # an interpolation that fails here fails where it is read
+            node = OmegaConf.to_container(node, resolve=False)
+    if isinstance(node, dict):
+        items = ((f"{prefix}{key}", value) for key, value in node.items())
+    elif isinstance(node, (list, tuple)):
+        items = ((f"{prefix[:-1]}[{i}]", value) for i, value in enumerate(node))
+    else:
+        return [(prefix[:-1], node)] if isinstance(node, float) and not math.isfinite(node) else []
+    found = []
+    for key, value in items:
+        found += non_finite_values(value, f"{key}.")
+    return found
 
 
 def _unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import torch
 
+from toolkit.errors import UserError
 
-class PlacementError(ValueError):
+
+class PlacementError(UserError, ValueError):
     """A device or dtype that some of a model's modules cannot run in."""
 
 

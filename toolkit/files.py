@@ -9,12 +9,18 @@ file or the whole new one, and nothing half-written is left behind.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
+logger = logging.getLogger(__name__)
+
 TMP_MARK = ".tmp"  # temporary names: f".{name}{TMP_MARK}{pid}"
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.tmp(?P<pid>\d+)")  # temporary_path's names
+_OLD_TEMPORARY = re.compile(r"[^.].*\.tmp")  # NAME.tmp, written by earlier versions (no owner recorded)
 
 
 def temporary_path(path: Path) -> Path:
@@ -56,3 +62,43 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[IO[bytes]], None
     """Call ``write(binary_file)`` on a temporary file that then replaces ``path``."""
     with atomic_open(path, "wb", fsync=fsync) as f:
         write(f)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = False) -> list[tuple[Path, int]]:
+    """Remove the temporary files of writes that no live process will finish, and log them.
+
+    Stale are ``.NAME.tmpPID`` whose process is gone (a kill or a crash mid-write) and the
+    ``NAME.tmp`` of earlier versions. Call it holding the folder's lock (``toolkit.locks``).
+
+    :return: ``[(path, bytes)]`` removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.rglob("*.tmp*") if recursive else folder.glob("*.tmp*")):
+        match = _TEMPORARY.fullmatch(path.name)
+        stale = (not _alive(int(match["pid"]))) if match else bool(_OLD_TEMPORARY.fullmatch(path.name))
+        if stale and path.is_file() and not path.is_symlink():
+            size = path.stat().st_size
+            path.unlink(missing_ok=True)
+            removed.append((path, size))
+    if removed:
+        logger.warning("removed %d stale temporary file(s) of interrupted writes in %s: %s", len(removed), folder,
+                       ", ".join(f"{p.relative_to(folder)} ({size} bytes)" for p, size in removed))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OverflowError:
+        return False
+    return True

@@ -28,7 +28,7 @@ def rebuild_model(cfg: DictConfig, state: Mapping[str, Any], plugins: PluginSess
 
 def load_for_inference(path: str | os.PathLike, plugins: PluginSession | None = None, device: str = "auto",
                        plugin_options: Mapping[str, Any] | None = None, precision: str = "fp32",
-                       ) -> tuple[DictConfig, Any, torch.nn.Module, dict]:
+                       state: dict | None = None) -> tuple[DictConfig, Any, torch.nn.Module, dict]:
     """Rebuild task and model from a checkpoint's own config: ``(cfg, task, model, state)``.
 
     Only the plugins that shape the model must be loaded (``toolkit.checkpoint``). The model is
@@ -39,10 +39,12 @@ def load_for_inference(path: str | os.PathLike, plugins: PluginSession | None = 
         ``plugins.options`` and checked against each plugin's registered options; plugins read
         them in ``toolkit_modify_model``, ``toolkit_weights_loaded`` and
         ``toolkit_prepare_inference``.
+    :param state: the checkpoint at ``path`` when the caller has already read it
+        (``load_checked(path, plugins, for_inference=True)``), so it is not read twice.
     """
     plugins = plugins or get_plugins()
     target, dtype = resolve_device(device), dtype_of(precision)
-    state = load_checked(path, plugins, for_inference=True)
+    state = state if state is not None else load_checked(path, plugins, for_inference=True)
     cfg = OmegaConf.create(state["cfg"])
     if plugin_options:
         plugins.require_options_owners(plugin_options, "plugin_options")

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import pluggy
 
 from toolkit import hooks
+from toolkit.errors import UserError
 from toolkit.registry import Registries
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ DISABLE_AUTOLOAD_ENV = "TOOLKIT_DISABLE_PLUGIN_AUTOLOAD"
 CORE = "core"
 
 
-class PluginError(RuntimeError):
+class PluginError(UserError, RuntimeError):
     """A plugin is missing, failed to import, or is forbidden by the config."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from toolkit.errors import ConfigError
+
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -12,4 +14,4 @@ def dtype_of(precision: str) -> torch.dtype:
     try:
         return DTYPES[precision]
     except KeyError:
-        raise ValueError(f"precision must be one of {', '.join(DTYPES)}, got {precision!r}") from None
+        raise ConfigError(f"precision must be one of {', '.join(DTYPES)}, got {precision!r}") from None

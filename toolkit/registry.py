@@ -21,10 +21,12 @@ from typing import Any, Callable, Generic, Iterator, TypeVar
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from toolkit.errors import UserError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
+class RegistryError(UserError, KeyError):
     """An unknown, duplicate or ill-typed component name."""
 
     def __str__(self) -> str:  # KeyError would quote the message

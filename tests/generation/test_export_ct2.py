@@ -55,11 +55,16 @@ def test_sentencepiece_models_travel_with_the_export_and_int8_is_smaller(exporte
     assert translator.translate_batch(source_pieces(task, ["the dog sleeps"]), beam_size=2)[0].hypotheses[0]
 
 
-def test_cli_refuses_to_overwrite_and_reports_a_missing_checkpoint(exported, tmp_path):
+def test_cli_refuses_to_overwrite_and_reports_a_missing_checkpoint(exported, tmp_path, capsys):
     checkpoint, model_dir = exported
     cli = [str(Path(sys.executable).parent / "toolkit-export-ct2")]
     result = subprocess.run([*cli, str(checkpoint), str(model_dir)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "already exists" in result.stderr
-    result = subprocess.run([*cli, str(tmp_path / "nope.pt"), str(tmp_path / "out")], capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 1 and "does not exist" in result.stderr and not (tmp_path / "out").exists()
+    # the same command's main() in process
+    from toolkit.cli.export_ct2 import main
+
+    try:
+        status = main([str(tmp_path / "nope.pt"), str(tmp_path / "out")])
+    except SystemExit as exit_:
+        status = exit_.code
+    assert status == 1 and "does not exist" in capsys.readouterr().err and not (tmp_path / "out").exists()

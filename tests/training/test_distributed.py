@@ -72,10 +72,32 @@ def run_two_processes(tmp_path, name, *overrides, skipping=False):
     return [torch.load(f"{out}.rank{r}", weights_only=True) for r in range(2)]
 
 
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
-    common = ["model.dropout=0.0", "optimization.max_update=6", "common.threads=1"]
-    ranks = run_two_processes(tmp_path, "ddp", *common, f"checkpoint.save_dir={tmp_path / 'ddp'}",
-                              f"common.tensorboard_dir={tmp_path / 'ddp' / 'tb'}")
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """``task.destdir=...`` of SMALL's binarized toy corpus, prepared once for every run here
+    (an up-to-date folder is only read, by one process or two)."""
+    save_dir = tmp_path_factory.mktemp("small-data")
+    cfg = compose_train_config([*SMALL, f"checkpoint.save_dir={save_dir}"])
+    plugins = load_plugins(autoload=False)
+    plugins.registries.task.build(cfg.task, cfg).prepare()
+    return f"task.destdir={save_dir / 'data-bin'}"
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory, small_data):
+    """Two processes (DDP), no dropout, 6 updates; checkpoints and tensorboard in ``save_dir``.
+    Shared by the tests that compare one process and FSDP with it."""
+    root = tmp_path_factory.mktemp("ddp")
+    save_dir = root / "run"
+    ranks = run_two_processes(root, "ddp", small_data, "model.dropout=0.0", "optimization.max_update=6",
+                              "common.threads=1", f"checkpoint.save_dir={save_dir}",
+                              f"common.tensorboard_dir={save_dir / 'tb'}")
+    return save_dir, ranks
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, ddp_run, small_data):
+    common = ["model.dropout=0.0", "optimization.max_update=6", "common.threads=1", small_data]
+    save_dir, ranks = ddp_run  # the same run with 2 processes
     single = train(compose_train_config([*SMALL, *common, "optimization.update_freq=2",
                                          f"checkpoint.save_dir={tmp_path / 'one'}"]))
     # parameters stay identical on both ranks, and equal one process's with update_freq=2
@@ -86,17 +108,17 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     torch.testing.assert_close(torch.tensor(ranks[0]["losses"]), torch.tensor(single["train_losses"]),
                                rtol=1e-5, atol=1e-6)
     # only rank 0 writes: one tensorboard event file, one set of checkpoints
-    assert len(list((tmp_path / "ddp" / "tb").glob("events.out.tfevents.*"))) == 1
-    assert load_checkpoint(tmp_path / "ddp" / "checkpoint_last.pt")["num_updates"] == 6
-    assert not list((tmp_path / "ddp").glob(".*.tmp*"))
+    assert len(list((save_dir / "tb").glob("events.out.tfevents.*"))) == 1
+    assert load_checkpoint(save_dir / "checkpoint_last.pt")["num_updates"] == 6
+    assert not list(save_dir.glob(".*.tmp*"))
 
 
-def test_steps_that_leave_parameters_unused_train_like_one_process(tmp_path):
+def test_steps_that_leave_parameters_unused_train_like_one_process(tmp_path, small_data):
     """LayerDrop's problem under data parallelism: a model that sets ``find_unused_parameters``
     may skip blocks (the same ones on every rank); gradients still synchronise, and DDP and
     FSDP both match one process with the same global batch."""
     common = ["model.dropout=0.0", "model.decoder_layers=2", "optimization.max_update=6", "common.threads=1",
-              "common.tensorboard_dir=null"]
+              "common.tensorboard_dir=null", small_data]
     ranks = run_two_processes(tmp_path, "skip", *common, f"checkpoint.save_dir={tmp_path / 'ddp'}", skipping=True)
     single = train(compose_train_config([*SMALL, *common, "optimization.update_freq=2",
                                          f"checkpoint.save_dir={tmp_path / 'one'}"]), _plugins(skipping=True))
@@ -116,8 +138,8 @@ def test_steps_that_leave_parameters_unused_train_like_one_process(tmp_path):
         torch.testing.assert_close(fsdp_weights[key], value, rtol=1e-5, atol=1e-6)
 
 
-def test_a_distributed_run_resumes_the_same_curve(tmp_path):
-    common = ["common.threads=1", "common.tensorboard_dir=null"]
+def test_a_distributed_run_resumes_the_same_curve(tmp_path, small_data):
+    common = ["common.threads=1", "common.tensorboard_dir=null", small_data]
     straight = run_two_processes(tmp_path, "a", *common, "optimization.max_update=8",
                                  f"checkpoint.save_dir={tmp_path / 'a'}")
     first = run_two_processes(tmp_path, "b1", *common, "optimization.max_update=4",
@@ -131,10 +153,9 @@ def test_a_distributed_run_resumes_the_same_curve(tmp_path):
         assert torch.equal(value, second[0]["model"][key]), key
 
 
-def test_fsdp_trains_like_ddp_writes_full_checkpoints_and_resumes(tmp_path):
-    common = ["model.dropout=0.0", "common.threads=1", "common.tensorboard_dir=null"]
-    ddp = run_two_processes(tmp_path, "ddp", *common, "optimization.max_update=6",
-                            f"checkpoint.save_dir={tmp_path / 'ddp'}")
+def test_fsdp_trains_like_ddp_writes_full_checkpoints_and_resumes(tmp_path, ddp_run, small_data):
+    common = ["model.dropout=0.0", "common.threads=1", "common.tensorboard_dir=null", small_data]
+    _, ddp = ddp_run  # the same model, 6 updates with 2 processes (DDP)
     fsdp = run_two_processes(tmp_path, "fsdp1", *common, "optimization.max_update=3",
                              "common.distributed_strategy=fsdp", f"checkpoint.save_dir={tmp_path / 'fsdp'}")
     # the checkpoint holds full tensors (rank 0 wrote them), loadable without any process group

@@ -1,6 +1,7 @@
 """End-to-end training on the generated toy corpus: learning, resuming, checkpoints, precision."""
 
 import os
+import shutil
 import signal
 
 import pytest
@@ -25,29 +26,39 @@ def config(save_dir, *overrides):
     return compose_train_config([*TINY, f"checkpoint.save_dir={save_dir}", *overrides])
 
 
-def test_a_tiny_model_learns_the_toy_corpus(tmp_path):
-    result = train(config(tmp_path, "task.toy_pairs=4000", "optimization.max_epoch=4",
-                          "common.tensorboard_dir=" + str(tmp_path / "tb")))
+def test_a_tiny_model_learns_the_toy_corpus(toy_training):
+    # the suite's shared toy run (tests/conftest.py): the demo's tiny Transformer, 3 epochs
+    save_dir, result = toy_training
     valid_nll = [stats["nll_loss"] for stats in result["valid"]]
-    # a uniform guess over ~300 pieces costs ln(300) = 5.7 nats; 4 epochs of 4000 pairs reach < 2.5
-    assert all(b < a for a, b in zip(valid_nll, valid_nll[1:])) and valid_nll[-1] < 2.5, valid_nll
+    # a uniform guess over the ~1000 pieces costs ln(1000) = 6.9 nats; every epoch improves, ending < 2.5
+    assert len(valid_nll) == 3 and all(b < a for a, b in zip(valid_nll, valid_nll[1:])), valid_nll
+    assert valid_nll[-1] < 2.5, valid_nll
     assert result["train_losses"][-1] < result["train_losses"][0] / 2
-    events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    events = list((save_dir / "tb").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    scalars = EventAccumulator(str(tmp_path / "tb")).Reload().Tags()["scalars"]
+    scalars = EventAccumulator(str(save_dir / "tb")).Reload().Tags()["scalars"]
     for tag in ("train/loss", "train/nll_loss", "train/ppl", "train/lr", "train/grad_norm",
                 "train/tgt_tokens_per_s", "valid/loss"):
         assert tag in scalars
 
 
-def test_resumed_run_continues_the_same_curve_bitwise(tmp_path):
-    straight = train(config(tmp_path / "a", "optimization.max_epoch=2"))
-    first = train(config(tmp_path / "b", "optimization.max_epoch=1"))
-    second = train(config(tmp_path / "b", "optimization.max_epoch=2"))
+def copy_checkpoints(run, save_dir):
+    """A copy of a shared run's checkpoints, to go on from (the shared run stays as it is)."""
+    save_dir.mkdir(parents=True)
+    for path in run.save_dir.glob("checkpoint*.pt"):
+        shutil.copy2(path, save_dir / path.name)
+    return save_dir
+
+
+def test_resumed_run_continues_the_same_curve_bitwise(tmp_path, tiny_one_epoch, tiny_three_epochs, tiny_data):
+    straight = tiny_three_epochs.result  # 3 epochs in one go
+    first = tiny_one_epoch.result  # 1 epoch, then resumed (from a copy of its folder) up to epoch 3
+    second = train(config(copy_checkpoints(tiny_one_epoch, tmp_path / "b"), tiny_data, "optimization.max_epoch=3"))
+    assert second["num_updates"] == straight["num_updates"] > first["num_updates"] > 0
     assert first["train_losses"] + second["train_losses"] == straight["train_losses"]
-    a = load_checkpoint(tmp_path / "a" / "checkpoint_last.pt")["model"]
+    a = load_checkpoint(tiny_three_epochs.save_dir / "checkpoint_last.pt")["model"]
     b = load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -67,39 +78,38 @@ class _SignalAfter:
         return result
 
 
-def test_sigint_saves_mid_epoch_and_the_rerun_resumes_exactly(tmp_path):
-    straight = train(config(tmp_path / "a", "optimization.max_epoch=1"))
+def test_sigint_saves_mid_epoch_and_the_rerun_resumes_exactly(tmp_path, tiny_one_epoch, tiny_data):
+    straight = tiny_one_epoch.result
     stopper = load_plugins(autoload=False, extra=[("stopper", _SignalAfter(5))])
-    interrupted = train(config(tmp_path / "b", "optimization.max_epoch=1"), plugins=stopper)
+    interrupted = train(config(tmp_path / "b", tiny_data, "optimization.max_epoch=1"), plugins=stopper)
     assert interrupted["interrupted"] and interrupted["num_updates"] == 5
     state = load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")
     assert state["iterator"] == {"epoch": 1, "iterations_in_epoch": 5}
-    resumed = train(config(tmp_path / "b", "optimization.max_epoch=1"))
+    resumed = train(config(tmp_path / "b", tiny_data, "optimization.max_epoch=1"))
     assert interrupted["train_losses"] + resumed["train_losses"] == straight["train_losses"]
 
 
-def test_checkpoint_contents_load_with_weights_only(tmp_path):
-    train(config(tmp_path, "optimization.max_update=3"))
-    state = torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)
+def test_checkpoint_contents_load_with_weights_only(tiny_three_updates):
+    run = tiny_three_updates.save_dir  # train(config(run, "optimization.max_update=3"))
+    state = torch.load(run / "checkpoint_last.pt", weights_only=True)
     for key in ("model", "optimizer", "lr_scheduler", "scaler", "rng", "iterator", "cfg", "task", "plugins"):
         assert key in state
     assert state["num_updates"] == 3 and state["cfg"]["model"]["encoder_layers"] == 1
     assert state["task"]["src_tokenizer"]["kind"] == "sentencepiece"
-    assert (tmp_path / "config.yaml").exists()
+    assert (run / "config.yaml").exists()
 
 
-def test_epoch_checkpoints_are_pruned_and_best_is_kept(tmp_path):
-    train(config(tmp_path, "optimization.max_epoch=3", "checkpoint.keep_last_epochs=2"))
-    names = sorted(p.name for p in tmp_path.glob("checkpoint*.pt"))
+def test_epoch_checkpoints_are_pruned_and_best_is_kept(tiny_three_epochs):
+    # trained with optimization.max_epoch=3 checkpoint.keep_last_epochs=2
+    names = sorted(p.name for p in tiny_three_epochs.save_dir.glob("checkpoint*.pt"))
     assert names == ["checkpoint2.pt", "checkpoint3.pt", "checkpoint_best.pt", "checkpoint_last.pt"]
 
 
-def test_truncated_checkpoint_fails_clearly_and_is_not_overwritten(tmp_path):
-    train(config(tmp_path, "optimization.max_update=2"))
-    last = tmp_path / "checkpoint_last.pt"
+def test_truncated_checkpoint_fails_clearly_and_is_not_overwritten(tmp_path, tiny_three_updates, tiny_data):
+    last = copy_checkpoints(tiny_three_updates, tmp_path / "run") / "checkpoint_last.pt"  # 3 updates
     last.write_bytes(last.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="truncated, corrupt"):
-        train(config(tmp_path, "optimization.max_update=4"))
+        train(config(tmp_path / "run", tiny_data, "optimization.max_update=4"))
     assert last.stat().st_size == 1000  # nothing was written over it
 
 
@@ -147,22 +157,22 @@ def test_invalid_values_fail_before_any_work(tmp_path, override, message):
     assert not (tmp_path / "data-bin").exists()
 
 
-def test_update_freq_accumulates_batches(tmp_path):
-    one = train(config(tmp_path / "a", "optimization.max_epoch=1"))
-    two = train(config(tmp_path / "b", "optimization.max_epoch=1", "optimization.update_freq=2"))
+def test_update_freq_accumulates_batches(tmp_path, tiny_one_epoch, tiny_data):
+    one = tiny_one_epoch.result
+    two = train(config(tmp_path / "b", tiny_data, "optimization.max_epoch=1", "optimization.update_freq=2"))
     assert two["num_updates"] == (one["num_updates"] + 1) // 2
 
 
-def test_bf16_autocast_trains(tmp_path):
-    result = train(config(tmp_path, "common.precision=bf16", "optimization.max_update=30"))
-    assert result["num_updates"] == 30
+def test_bf16_autocast_trains(tiny_bf16):
+    result = tiny_bf16.result  # common.precision=bf16 optimization.max_update=40
+    assert result["num_updates"] == 40
     assert result["train_losses"][-1] < result["train_losses"][0]
 
 
-def test_fp16_overflow_steps_are_skipped_and_counted(tmp_path):
+def test_fp16_overflow_steps_are_skipped_and_counted(tmp_path, tiny_data):
     from toolkit.training.trainer import Trainer
 
-    cfg = config(tmp_path, "common.precision=fp16")
+    cfg = config(tmp_path, tiny_data, "common.precision=fp16")
     plugins = load_plugins(autoload=False)
     task = plugins.registries.task.build(cfg.task, cfg)
     task.prepare()
@@ -176,10 +186,9 @@ def test_fp16_overflow_steps_are_skipped_and_counted(tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_finetuning_starts_from_the_weights_with_a_fresh_optimizer_and_epoch(tmp_path):
-    parent = train(config(tmp_path / "a", "optimization.max_epoch=2"))
-    finetune = [f"checkpoint.finetune_from={tmp_path / 'a' / 'checkpoint_last.pt'}",
-                f"task.destdir={tmp_path / 'a' / 'data-bin'}"]
+def test_finetuning_starts_from_the_weights_with_a_fresh_optimizer_and_epoch(tmp_path, tiny_three_epochs, tiny_data):
+    parent = tiny_three_epochs.result
+    finetune = [f"checkpoint.finetune_from={tiny_three_epochs.save_dir / 'checkpoint_last.pt'}", tiny_data]
     child = train(config(tmp_path / "b", *finetune, "optimization.max_update=2"))
     # the first batch is the parent's first batch, now scored by the trained weights
     first, last = parent["train_losses"][0], parent["train_losses"][-1]
@@ -202,12 +211,11 @@ def _fresh_model(tmp_path, *overrides):
     return task.build_model(plugins.registries, cfg.model), task, plugins
 
 
-def test_finetuning_loads_every_weight_and_refuses_what_does_not_fit(tmp_path):
+def test_finetuning_loads_every_weight_and_refuses_what_does_not_fit(tmp_path, tiny_three_updates, tiny_data):
     from toolkit.checkpoint import initialize_from
 
-    train(config(tmp_path / "a", "optimization.max_update=3"))
-    parent = tmp_path / "a" / "checkpoint_last.pt"
-    weights, same_data = load_checkpoint(parent)["model"], f"task.destdir={tmp_path / 'a' / 'data-bin'}"
+    parent = tiny_three_updates.save_dir / "checkpoint_last.pt"
+    weights, same_data = load_checkpoint(parent)["model"], tiny_data
     model, task, plugins = _fresh_model(tmp_path / "b", same_data)
     initialize_from(parent, model, task, plugins)
     assert model.state_dict().keys() == weights.keys()
@@ -226,11 +234,10 @@ def test_finetuning_loads_every_weight_and_refuses_what_does_not_fit(tmp_path):
         train(config(tmp_path / "e", "checkpoint.finetune_from=" + str(tmp_path / "nope.pt")))
 
 
-def test_finetuning_on_new_data_takes_the_parents_tokenizers(tmp_path):
+def test_finetuning_on_new_data_takes_the_parents_tokenizers(tmp_path, tiny_three_updates):
     from toolkit.data.toy_corpus import write_toy_corpus
 
-    train(config(tmp_path / "a", "optimization.max_update=3"))
-    parent = tmp_path / "a" / "checkpoint_last.pt"
+    parent = tiny_three_updates.save_dir / "checkpoint_last.pt"
     new_data = write_toy_corpus(tmp_path / "new", n_train=400, n_valid=30, n_test=30, seed=5)
     with pytest.raises(CheckpointError, match="vocabularies or tokenizers differ"):  # its own, new vocabulary
         train(config(tmp_path / "b", f"task.data={new_data}", f"checkpoint.finetune_from={parent}"))

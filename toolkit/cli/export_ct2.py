@@ -22,15 +22,16 @@ def main(argv: list[str] | None = None) -> int:
                              "layerdrop.decoder_layers_to_keep=[0,2] (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    try:
+    from toolkit.cli import reporting_errors
+
+    # ctranslate2 missing (ImportError), a model it cannot represent (ValueError), its converter's
+    # refusals such as an existing output folder (RuntimeError): one line, as for user errors
+    with reporting_errors(parser.prog, also=(ImportError, ValueError, RuntimeError)):
         from toolkit.config import parse_plugin_options
         from toolkit.export.ctranslate2 import export_checkpoint
 
         output = export_checkpoint(args.checkpoint, args.output_dir, args.quantization, args.force,
                                    parse_plugin_options(args.plugin_option))
-    except (ImportError, ValueError, RuntimeError, FileNotFoundError) as error:
-        print(f"toolkit-export-ct2: error: {error}", file=sys.stderr)
-        return 1
     print(output)
     return 0
 

@@ -7,17 +7,19 @@ are known, and reports decoding speed.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import BinaryIO, Iterator, TextIO
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from toolkit.checkpoint import describe
+from toolkit.checkpoint import CheckpointError, describe, load_checked
 from toolkit.cli import hydra_entry
-from toolkit.config import GenerateConfig
-from toolkit.data.preprocess import read_lines
+from toolkit.config import ConfigError, GenerateConfig, non_finite_values
+from toolkit.data.preprocess import DataError, read_lines, undecodable_message
+from toolkit.files import atomic_write_text
 from toolkit.generation.report import SpeedMeter
 from toolkit.generation.translator import Translation, Translator, generation_config
 from toolkit.inference import load_for_inference
@@ -29,27 +31,38 @@ logger = logging.getLogger("toolkit.generate")
 
 
 def generate(cfg: DictConfig | GenerateConfig) -> dict:
-    """Translate as ``cfg`` says; returns ``{"hypotheses", "scores", "speed"}``."""
+    """Translate as ``cfg`` says; returns ``{"hypotheses", "scores", "speed", "output"}``.
+
+    The settings, the input and reference files (read, so bad text fails too), the output's
+    folder and the split's files are checked before the model is built: a mistake fails in
+    seconds, not after translating. The output file is written atomically.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     plugins = get_plugins()
-    dtype_of(cfg.precision)  # an unknown name fails before the checkpoint is read
-    _, task, model, _ = load_for_inference(cfg.path, plugins, cfg.device, cfg.plugin_options, cfg.precision)
+    _check_settings(cfg)
+    interactive = cfg.input == "-"
+    given = _read_given(cfg) if cfg.input and not interactive else None
+    output = None if interactive else _checked_output(cfg)
+    state = load_checked(cfg.path, plugins, for_inference=True)
+    if not interactive and given is None:
+        given = _read_split(cfg, state, plugins)
+    _, task, model, _ = load_for_inference(cfg.path, plugins, cfg.device, cfg.plugin_options, cfg.precision,
+                                           state=state)
     logger.info("checkpoint %s", describe(cfg.path, model))
     translator = Translator(task, model, generation_config(cfg.generation), plugins,
                             max_sentences=cfg.max_sentences, max_tokens=cfg.max_tokens)
     meter = SpeedMeter(translator.device)
-    if cfg.input == "-":
-        _interactive(translator, meter, sys.stdin, sys.stdout, cfg.interactive_buffer)
+    if interactive:
+        _interactive(translator, meter, sys.stdin.buffer, sys.stdout, cfg.interactive_buffer)
         logger.info(meter.summary())
         return {"speed": meter}
-    sources, references, name = _inputs(cfg, task)
+    sources, references = given
     with meter:
         translations = translator.translate(sources)
     meter.add(translations)
     hypotheses = [t.text for t in translations]
-    output = Path(cfg.output) if cfg.output else Path(cfg.path).parent / f"generate-{name}.txt"
-    output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    atomic_write_text(output, "".join(h + "\n" for h in hypotheses))
     if cfg.fairseq_lines:
         _print_fairseq_lines(translations, references, task)
     result = {"hypotheses": hypotheses, "speed": meter, "scores": None, "output": str(output)}
@@ -67,32 +80,64 @@ def generate(cfg: DictConfig | GenerateConfig) -> dict:
     return result
 
 
-def _inputs(cfg, task) -> tuple[list[str], list[str] | None, str]:
-    if cfg.input:
-        references = read_lines(Path(cfg.reference)) if cfg.reference else None
-        sources = read_lines(_existing(cfg.input))
-        if references is not None and len(references) != len(sources):
-            raise ValueError(f"{cfg.input} has {len(sources)} lines but {cfg.reference} has {len(references)}")
-        return sources, references, Path(cfg.input).name
-    data = Path(cfg.data) if cfg.data else task.data_dir()
-    settings = task.settings()
-    source = _existing(data / f"{cfg.split}.{settings.source_lang}")
+def _check_settings(cfg) -> None:
+    dtype_of(cfg.precision)  # an unknown name fails before the checkpoint is read
+    if not Path(cfg.path).is_file():
+        raise CheckpointError(f"checkpoint {cfg.path} does not exist")
+    bad = non_finite_values(cfg)
+    if bad:
+        raise ConfigError("; ".join(f"{key} must be a finite number, got {value}" for key, value in bad))
+
+
+def _read_given(cfg) -> tuple[list[str], list[str] | None]:
+    """The ``input`` file's lines, and the ``reference`` file's (as many) if one is given."""
+    sources = read_lines(_existing(cfg.input, "source"))
+    references = read_lines(_existing(cfg.reference, "reference")) if cfg.reference else None
+    if references is not None and len(references) != len(sources):
+        raise DataError(f"{cfg.input} has {len(sources)} lines but {cfg.reference} has {len(references)}")
+    return sources, references
+
+
+def _read_split(cfg, state: dict, plugins) -> tuple[list[str], list[str] | None]:
+    """The source lines of ``split`` in the checkpoint's data folder (or ``data``), and the
+    target side's as references when there is one."""
+    run_cfg = OmegaConf.create(state["cfg"])
+    task = plugins.registries.task.build(run_cfg.task, run_cfg)
+    data, settings = (Path(cfg.data) if cfg.data else task.data_dir()), task.settings()
+    source = _existing(data / f"{cfg.split}.{settings.source_lang}", f"split {cfg.split!r}: source")
     target = data / f"{cfg.split}.{settings.target_lang}"
-    references = read_lines(target) if target.exists() else None
-    return read_lines(source), references, cfg.split
+    return read_lines(source), read_lines(target) if target.exists() else None
 
 
-def _existing(path: str | Path) -> Path:
+def _checked_output(cfg) -> Path:
+    """Where the hypotheses go (default: beside the checkpoint), once its folder is known to
+    exist and to be writable."""
+    name = Path(cfg.input).name if cfg.input else cfg.split
+    output = Path(cfg.output) if cfg.output else Path(cfg.path).parent / f"generate-{name}.txt"
+    folder = output.parent
+    if output.is_dir():
+        raise ConfigError(f"output={output} is a folder: name a file in it")
+    if not folder.is_dir():
+        raise ConfigError(f"cannot write {output}: folder {folder} does not exist (create it, or change output=)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {output}: folder {folder} is not writable (change output=)")
+    return output
+
+
+def _existing(path: str | Path, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"source file {path} does not exist")
+        raise FileNotFoundError(f"{what} file {path} does not exist")
     return path
 
 
-def _interactive(translator: Translator, meter: SpeedMeter, stdin: TextIO, stdout: TextIO, buffer: int) -> None:
-    """A terminal gets each line translated as it is typed; a pipe is read in batches."""
+def _interactive(translator: Translator, meter: SpeedMeter, stdin: BinaryIO, stdout: TextIO, buffer: int) -> None:
+    """A terminal gets each line translated as it is typed; a pipe is read in batches.
+
+    ``stdin`` is read as bytes and decoded here, so a line that is not UTF-8 stops the command
+    naming that line (the chunks before its own are translated)."""
     chunk = 1 if stdin.isatty() else buffer
-    for lines in _chunks(stdin, chunk):
+    for lines in _chunks(_decoded_lines(stdin, "standard input"), chunk):
         with meter:
             translations = translator.translate(lines)
         meter.add(translations)
@@ -100,10 +145,18 @@ def _interactive(translator: Translator, meter: SpeedMeter, stdin: TextIO, stdou
         stdout.flush()
 
 
-def _chunks(stream: TextIO, size: int) -> Iterator[list[str]]:
+def _decoded_lines(stream: BinaryIO, name: str) -> Iterator[str]:
+    for number, raw in enumerate(stream, start=1):
+        try:
+            yield raw.decode("utf-8").rstrip("\n").rstrip("\r")
+        except UnicodeDecodeError as error:
+            raise DataError(undecodable_message(name, raw, error.start, first_line=number)) from None
+
+
+def _chunks(stream: Iterator[str], size: int) -> Iterator[list[str]]:
     lines = []
     for line in stream:
-        lines.append(line.rstrip("\n"))
+        lines.append(line)
         if len(lines) == size:
             yield lines
             lines = []

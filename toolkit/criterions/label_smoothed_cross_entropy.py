@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from toolkit.criterions.base import Criterion
+from toolkit.errors import ConfigError
 
 
 @dataclass
@@ -98,7 +99,7 @@ class LabelSmoothedCrossEntropy(Criterion):
     def __init__(self, cfg: LabelSmoothedCEConfig, padding_idx: int):
         super().__init__()
         if not 0.0 <= cfg.label_smoothing < 1.0:
-            raise ValueError(f"criterion.label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+            raise ConfigError(f"criterion.label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
         self.epsilon, self.padding_idx = cfg.label_smoothing, padding_idx
 
     def forward(self, model, sample: dict[str, Any]) -> tuple[torch.Tensor, float, dict[str, Any]]:

@@ -81,7 +81,8 @@ class EpochBatchIterator:
 
     def next_epoch_itr(self) -> Iterator[dict[str, Any]]:
         """Collated batches of the current epoch, from where a checkpoint left off."""
-        epoch, batches = self.epoch, self.batches(self.epoch)[self._resume_offset :]
+        epoch, batches = self.epoch, self.batches(self.epoch)
+        total, batches = len(batches), batches[self._resume_offset :]
         self.iterations_in_epoch = self._resume_offset
         self._resume_offset = 0
         samples = (self.dataset.collate(b) for b in batches)
@@ -95,7 +96,8 @@ class EpochBatchIterator:
                 yield sample
         finally:  # a consumer that stops early (max_update, a signal) also stops the producer thread
             samples.close()
-        self.epoch, self.iterations_in_epoch = epoch + 1, 0
+            if self.iterations_in_epoch == total:  # every batch taken: the epoch is over, however it stopped
+                self.epoch, self.iterations_in_epoch = epoch + 1, 0
 
     def end_of_epoch(self) -> bool:
         return self.iterations_in_epoch == 0

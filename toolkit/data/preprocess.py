@@ -20,16 +20,19 @@ import torch
 from toolkit.data.indexed_dataset import write_indexed
 from toolkit.data.tokenizer import PretokenizedTokenizer, SentencePieceTokenizer, Tokenizer, tokenizer_from_state_dict
 from toolkit.checkpoint import load_checkpoint
-from toolkit.files import atomic_write_text, atomic_write_with
+from toolkit.errors import UserError
+from toolkit.files import atomic_write_text, atomic_write_with, remove_stale_temporaries
+from toolkit.locks import DATA_LOCK, folder_lock
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 TOKENIZER_FILES = ("tokenizer.src.pt", "tokenizer.tgt.pt")  # source side, target side
 FORMAT_VERSION = 1
+LOCK_WAIT_S = 3 * 3600.0  # how long to wait for another process preparing the same destdir
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Missing or malformed input data."""
 
 
@@ -46,11 +49,55 @@ class PreprocessSettings:
     min_count: int
     seed: int
     tokenizers_from: str | None = None  # a checkpoint or binarized folder whose tokenizers to use
+    # True: drop the pairs with a line that is not UTF-8 (counted in the log); None (not False,
+    # so that manifests written before this setting stay valid): such a line is an error
+    skip_undecodable: bool | None = None
 
 
-def read_lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8", newline="\n") as f:
-        return [line.rstrip("\n").rstrip("\r") for line in f]
+def read_lines(path: str | os.PathLike, hint: str = "") -> list[str]:
+    """The lines of a UTF-8 text file, without their line ends (``\\n`` or ``\\r\\n``).
+
+    :raises DataError: naming the file and its first line that is not UTF-8 text (then ``hint``).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return _split_lines(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise DataError(undecodable_message(path, data, error.start) + hint) from None
+
+
+def read_lines_skipping(path: str | os.PathLike) -> tuple[list[str], list[int]]:
+    """``read_lines`` that reads a line that is not UTF-8 as ``""``; also returns the numbers
+    (from 1) of those lines."""
+    data = Path(path).read_bytes()
+    try:
+        return _split_lines(data.decode("utf-8")), []
+    except UnicodeDecodeError:
+        pass
+    lines, bad = [], []
+    for number, raw in enumerate(data.split(b"\n")[: -1 if data.endswith(b"\n") else None], start=1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError:
+            lines.append("")
+            bad.append(number)
+    return lines, bad
+
+
+def undecodable_message(name: str | os.PathLike, data: bytes, offset: int, first_line: int = 1) -> str:
+    """``"NAME line L is not UTF-8 text (byte 0xXX at column C)"`` for a decoding error at
+    ``offset`` of ``data``, whose first line is line ``first_line`` of NAME."""
+    line_start = data.rfind(b"\n", 0, offset) + 1
+    line = data.count(b"\n", 0, offset) + first_line
+    return f"{name} line {line} is not UTF-8 text (byte 0x{data[offset]:02x} at column {offset - line_start + 1})"
+
+
+def _split_lines(text: str) -> list[str]:
+    lines = text.split("\n")
+    if lines[-1] == "":  # the end of the last line, or an empty file
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
 
 
 def split_files(data: Path, settings: PreprocessSettings) -> dict[str, tuple[Path, Path]]:
@@ -83,20 +130,26 @@ def is_up_to_date(destdir: Path, data: Path, settings: PreprocessSettings) -> bo
         return False
 
 
-def preprocess(data: str | os.PathLike, destdir: str | os.PathLike, settings: PreprocessSettings) -> Path:
-    """Train the tokenizer(s) on train and binarize every split, unless already up to date."""
+def preprocess(data: str | os.PathLike, destdir: str | os.PathLike, settings: PreprocessSettings,
+               lock_wait_s: float = LOCK_WAIT_S) -> Path:
+    """Train the tokenizer(s) on train and binarize every split, unless already up to date.
+
+    Holds ``destdir``'s lock meanwhile: another process preparing it is waited for (up to
+    ``lock_wait_s``), then finds the data up to date. Stale temporary files are removed first.
+    """
     data, destdir = Path(data), Path(destdir)
+    with folder_lock(destdir, DATA_LOCK, "preparing data", wait_s=lock_wait_s):
+        remove_stale_temporaries(destdir, recursive=True)
+        return _preprocess(data, destdir, settings)
+
+
+def _preprocess(data: Path, destdir: Path, settings: PreprocessSettings) -> Path:
     if is_up_to_date(destdir, data, settings):
         logger.info("binarized data in %s is up to date", destdir)
         return destdir
     files = split_files(data, settings)
-    texts = {}
-    for split, (src_path, tgt_path) in files.items():
-        src, tgt = read_lines(src_path), read_lines(tgt_path)
-        if len(src) != len(tgt):
-            raise DataError(f"{split}: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
-                            f"a parallel corpus needs the same number of lines on both sides")
-        texts[split] = (src, tgt)
+    texts = {split: _read_pairs(split, src_path, tgt_path, settings) for split, (src_path, tgt_path) in files.items()}
+    _check_training_text(texts["train"], files["train"])
     given = given_tokenizers(Path(settings.tokenizers_from)) if settings.tokenizers_from else None  # before any change
     destdir.mkdir(parents=True, exist_ok=True)
     (destdir / MANIFEST).unlink(missing_ok=True)  # stale until the last file is written
@@ -142,6 +195,38 @@ def given_tokenizers(source: Path) -> tuple[Tokenizer, Tokenizer]:
         raise DataError(f"checkpoint {source} holds no translation tokenizers")
     return tuple(  # type: ignore[return-value]
         tokenizer_from_state_dict(task_state[f"{side}_tokenizer"]) for side in ("src", "tgt"))
+
+
+def _read_pairs(split: str, src_path: Path, tgt_path: Path, s: PreprocessSettings) -> tuple[list[str], list[str]]:
+    """The two sides of a split; with ``skip_undecodable``, without the pairs that have a line
+    that is not UTF-8 (counted in the log)."""
+    if not s.skip_undecodable:
+        hint = "; fix the file, or set task.skip_undecodable=true to skip the pairs of such lines"
+        src, tgt, bad = read_lines(src_path, hint), read_lines(tgt_path, hint), []
+    else:
+        (src, src_bad), (tgt, tgt_bad) = read_lines_skipping(src_path), read_lines_skipping(tgt_path)
+        bad = sorted(set(src_bad) | set(tgt_bad))
+    if len(src) != len(tgt):
+        raise DataError(f"{split}: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
+                        f"a parallel corpus needs the same number of lines on both sides")
+    if bad:
+        logger.warning("%s: skipped %d of %d pairs with a line that is not UTF-8 text (task.skip_undecodable): "
+                       "lines %s%s of %s / %s", split, len(bad), len(src), ", ".join(map(str, bad[:10])),
+                       ", ..." if len(bad) > 10 else "", src_path, tgt_path.name)
+        dropped = set(b - 1 for b in bad)
+        src, tgt = ([line for i, line in enumerate(side) if i not in dropped] for side in (src, tgt))
+    return src, tgt
+
+
+def _check_training_text(train: tuple[list[str], list[str]], paths: tuple[Path, Path]) -> None:
+    """Fail unless some training pair has text on both sides (a tokenizer cannot learn from
+    nothing, and a model would train on nothing)."""
+    if any(src.strip() and tgt.strip() for src, tgt in zip(*train)):
+        return
+    blank = [str(path) for path, lines in zip(paths, train) if not any(line.strip() for line in lines)]
+    where = " and ".join(blank or map(str, paths))
+    raise DataError(f"no non-empty training pairs in {where} ({len(train[0])} lines, none with text on both "
+                    f"sides): check task.data and the file names ({paths[0].name}, {paths[1].name})")
 
 
 def _train_tokenizers(train: tuple[list[str], list[str]], s: PreprocessSettings) -> tuple[Tokenizer, Tokenizer]:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from toolkit.data.dictionary import Dictionary
+from toolkit.errors import ConfigError
 from toolkit.generation.exit_policy import ExitPolicy, decode_step_with_exits
 from toolkit.generation.search import Search
 from toolkit.models.base import EncoderOutput
@@ -49,9 +50,9 @@ class SequenceGenerator:
         self.exit_counts = torch.zeros(len(model.decoder.layers), dtype=torch.long,
                                        device=next(model.parameters()).device)
         if cfg.beam < 1 or cfg.nbest > cfg.beam:
-            raise ValueError(f"generation needs beam >= 1 and nbest <= beam (beam={cfg.beam}, nbest={cfg.nbest})")
+            raise ConfigError(f"generation needs beam >= 1 and nbest <= beam (beam={cfg.beam}, nbest={cfg.nbest})")
         if cfg.beam > len(tgt_dict) - 3:
-            raise ValueError(f"beam {cfg.beam} is larger than the target vocabulary allows "
+            raise ConfigError(f"beam {cfg.beam} is larger than the target vocabulary allows "
                              f"({len(tgt_dict) - 3} real tokens)")
 
     @torch.inference_mode()

@@ -12,6 +12,8 @@ from typing import Optional
 
 import torch
 
+from toolkit.errors import ConfigError
+
 
 class Search:
     """``step(step, lprobs, scores) -> (cand_scores, cand_tokens, cand_beams)``, each (B, 2K).
@@ -60,7 +62,7 @@ class Sampling(Search):
     def __init__(self, cfg: SamplingConfig):
         super().__init__(cfg)
         if cfg.temperature <= 0 or not 0 < cfg.topp <= 1 or cfg.topk < 0:
-            raise ValueError("sampling needs temperature > 0, 0 < topp <= 1 and topk >= 0")
+            raise ConfigError("sampling needs temperature > 0, 0 < topp <= 1 and topk >= 0")
         self.generator = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
 
     def step(self, step, lprobs, scores):

@@ -7,6 +7,8 @@ from typing import Iterable, Optional
 
 import torch
 
+from toolkit.errors import ConfigError
+
 
 @dataclass
 class AdamConfig:
@@ -23,9 +25,9 @@ class Adam(torch.optim.Adam):
     @classmethod
     def from_config(cls, cfg: AdamConfig, params: Iterable[torch.nn.Parameter]) -> "Adam":
         if cfg.lr <= 0:
-            raise ValueError(f"optim.lr must be positive, got {cfg.lr}")
+            raise ConfigError(f"optim.lr must be positive, got {cfg.lr}")
         if len(cfg.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.betas):
-            raise ValueError(f"optim.betas must be two values in [0, 1), got {cfg.betas}")
+            raise ConfigError(f"optim.betas must be two values in [0, 1), got {cfg.betas}")
         params = list(params)
         fused = cfg.fused
         if fused is None and params and all(isinstance(p, torch.Tensor) and p.is_cuda for p in params):

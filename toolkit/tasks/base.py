@@ -19,6 +19,9 @@ class Task:
         """Make the data ready (preprocess if needed) and load vocabularies."""
         raise NotImplementedError
 
+    def check_splits(self, splits: list[str]) -> None:
+        """Fail before any work unless ``prepare`` will make each of ``splits`` loadable."""
+
     def build_model(self, registries: Registries, model_cfg: Any):
         raise NotImplementedError
 

@@ -12,13 +12,17 @@ from omegaconf import DictConfig
 from toolkit.data.batching import EpochBatchIterator
 from toolkit.data.indexed_dataset import IndexedDataset
 from toolkit.data.language_pair_dataset import LanguagePairDataset
-from toolkit.data.preprocess import PreprocessSettings, load_tokenizers, preprocess
+from toolkit.data.preprocess import DataError, PreprocessSettings, load_tokenizers, preprocess
 from toolkit.data.tokenizer import Tokenizer, tokenizer_from_state_dict
 from toolkit.data.toy_corpus import write_toy_corpus
 from toolkit.registry import Registries
 from toolkit.tasks.base import Task
 
 logger = logging.getLogger(__name__)
+
+_SPLIT_HINT = (". A run trains on dataset.train_subset and validates on dataset.valid_subset: give a "
+               "split's files, name another split (dataset.valid_subset=NAME), or train without validation "
+               "(dataset.valid_subset=null)")
 
 
 @dataclass
@@ -39,6 +43,9 @@ class TranslationConfig:
     # binarize with the tokenizers of this checkpoint (or binarized folder) instead of training
     # new ones: fine-tuning on new data, a student on a teacher's distilled corpus
     tokenizers_from: Optional[str] = None
+    # drop (and count in the log) the pairs with a line that is not UTF-8; false: such a line is
+    # an error naming its file and line
+    skip_undecodable: bool = False
 
 
 class TranslationTask(Task):
@@ -69,7 +76,24 @@ class TranslationTask(Task):
             source, target = "src", "tgt"
         return PreprocessSettings(source, target, tuple(c.splits), c.tokenizer, c.vocab_size, c.joint_vocab,
                                   c.spm_model_type, c.character_coverage, c.min_count, seed=1,
-                                  tokenizers_from=c.tokenizers_from)
+                                  tokenizers_from=c.tokenizers_from, skip_undecodable=c.skip_undecodable or None)
+
+    def check_splits(self, splits: list[str]) -> None:
+        """Fail, before any work, unless the text of each of ``splits`` will be binarized:
+        listed in ``task.splits`` and, for a data folder, both of its files there."""
+        s, problems = self.settings(), []
+        if self.cfg.data is not None and not Path(self.cfg.data).is_dir():
+            raise DataError(f"data folder {self.cfg.data} does not exist (task.data)")
+        for split in splits:
+            if split not in s.splits:
+                problems.append(f"split {split!r} is not in task.splits={list(s.splits)}: add it there")
+            elif self.cfg.data is not None:
+                files = [Path(self.cfg.data) / f"{split}.{lang}" for lang in (s.source_lang, s.target_lang)]
+                missing = [str(path) for path in files if not path.is_file()]
+                if missing:
+                    problems.append(f"split {split!r}: missing {' and '.join(missing)}")
+        if problems:
+            raise DataError("; ".join(problems) + _SPLIT_HINT)
 
     def prepare(self) -> None:
         destdir = preprocess(self.data_dir(), self.cfg.destdir, self.settings())

@@ -66,19 +66,44 @@ class CheckpointManager:
         if better:
             self.best = metric
         state["best_metric"] = self.best
+        state["saved_as"] = {"epoch": epoch, "best": better}  # the copies this save makes: see reconcile
         save_checkpoint(state, self.last_path)
         written = [self.last_path]
-        copies = []
-        if epoch is not None and self.keep_last_epochs != 0:
-            copies.append(self.save_dir / f"checkpoint{epoch}.pt")
-        if better:
-            copies.append(self.save_dir / BEST)
-        for path in copies:  # copy the finished file, then rename: still atomic
-            with open(self.last_path, "rb") as source:
-                atomic_write_with(path, lambda f: shutil.copyfileobj(source, f))
+        for path in self._copies(epoch, better):
+            self._copy_last(path)
             written.append(path)
         self._prune()
         return written
+
+    def reconcile(self, state: dict[str, Any]) -> list[Path]:
+        """Re-create the epoch and best copies of the save that wrote ``checkpoint_last.pt``
+        (``state``) where they do not hold it: a kill between the writes of one save.
+
+        :return: the files re-created.
+        """
+        saved_as = state.get("saved_as") or {}
+        expected = (state.get("num_updates"), state.get("best_metric"))
+        repaired = [path for path in self._copies(saved_as.get("epoch"), bool(saved_as.get("best")))
+                    if _identity(path) != expected]
+        for path in repaired:
+            self._copy_last(path)
+        if repaired:
+            logger.warning("re-created %s from %s (update %s): the save that wrote them was interrupted",
+                           ", ".join(p.name for p in repaired), LAST, expected[0])
+            self._prune()
+        return repaired
+
+    def _copies(self, epoch: int | None, best: bool) -> list[Path]:
+        copies = []
+        if epoch is not None and self.keep_last_epochs != 0:
+            copies.append(self.save_dir / f"checkpoint{epoch}.pt")
+        if best:
+            copies.append(self.save_dir / BEST)
+        return copies
+
+    def _copy_last(self, path: Path) -> None:
+        with open(self.last_path, "rb") as source:  # copy the finished file, then rename: still atomic
+            atomic_write_with(path, lambda f: shutil.copyfileobj(source, f))
 
     def _prune(self) -> None:
         if self.keep_last_epochs < 0:
@@ -88,3 +113,12 @@ class CheckpointManager:
             if (m := re.fullmatch(r"checkpoint(\d+)\.pt", p.name)))
         for _, path in epochs[: max(0, len(epochs) - self.keep_last_epochs)]:
             path.unlink()
+
+
+def _identity(path: Path) -> tuple[Any, Any] | None:
+    """``(num_updates, best_metric)`` of a checkpoint file, or None if it is missing or unreadable."""
+    try:  # mmap: only the small entries are read, not the weights
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return state.get("num_updates"), state.get("best_metric")
+    except Exception:
+        return None

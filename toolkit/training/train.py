@@ -20,6 +20,7 @@ from toolkit.plugins import PluginSession, get_plugins
 from toolkit.training.checkpoint import BEST, CheckpointManager, rng_state, set_rng_state
 from toolkit.training.distributed import DistributedContext, init_distributed, shutdown
 from toolkit.training.progress import Meter, Reporter, summarize
+from toolkit.training.run_folder import hold_run_folder
 from toolkit.training.trainer import Trainer
 
 logger = logging.getLogger("toolkit.train")
@@ -45,7 +46,8 @@ def train(cfg: DictConfig, plugins: PluginSession | None = None) -> dict[str, An
     torch.manual_seed(cfg.common.seed)
     distributed = init_distributed(cfg.common.device)
     try:
-        return _train(cfg, plugins, distributed)
+        with hold_run_folder(cfg.checkpoint.save_dir, distributed.is_master):  # before touching the folder
+            return _train(cfg, plugins, distributed)
     finally:
         shutdown(distributed)
 
@@ -54,6 +56,7 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
     master = distributed.is_master  # only rank 0 writes checkpoints, logs and tensorboard
     save_dir = Path(cfg.checkpoint.save_dir)
     task = plugins.registries.task.build(cfg.task, cfg)
+    task.check_splits([cfg.dataset.train_subset, *([cfg.dataset.valid_subset] if cfg.dataset.valid_subset else [])])
     if master:  # preprocess once; the other ranks then find the data up to date
         save_dir.mkdir(parents=True, exist_ok=True)
         task.prepare()
@@ -73,7 +76,7 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
     shard = (distributed.rank, distributed.world_size)
     train_itr = task.batch_iterator(task.load_dataset(cfg.dataset.train_subset, max_positions), True, shard,
                                     pin_memory=trainer.device.type == "cuda")
-    valid_data = task.load_dataset(cfg.dataset.valid_subset, max_positions)
+    valid_data = _valid_data(cfg, task, max_positions)
     if resuming:
         _resume(checkpoints, trainer, train_itr, plugins)
     if master:
@@ -127,7 +130,7 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
                     save_every = cfg.checkpoint.save_interval_updates
                     if save_every and trainer.num_updates % save_every == 0:
                         save(end_of_epoch=False)
-            if stop_reason == "signal":
+            if stop_reason == "signal" and not train_itr.end_of_epoch():
                 logger.warning("stopping on a signal at update %d", trainer.num_updates)
                 save(end_of_epoch=False)
                 history["interrupted"] = True
@@ -136,7 +139,7 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
             reporter.log("train", _with_progress(summarize(meter, criterion.reduce_metrics), epoch, trainer),
                          trainer.num_updates)
             valid_stats, finishing = None, done()
-            if end_of_epoch and epoch % opt.validate_interval == 0 or finishing:
+            if valid_data is not None and (end_of_epoch and epoch % opt.validate_interval == 0 or finishing):
                 valid_stats = validate(trainer, task, valid_data, shard)
                 if cfg.validation.bleu:
                     valid_stats["bleu"] = validation_bleu(cfg, trainer, task, plugins)
@@ -144,6 +147,10 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
                 reporter.log("valid", _with_progress(valid_stats, epoch, trainer), trainer.num_updates)
                 history["valid"].append(valid_stats)
             save(end_of_epoch=end_of_epoch, valid_stats=valid_stats)
+            if stop_reason == "signal":  # with the epoch's last batch: the epoch was completed first
+                logger.warning("stopping on a signal at the end of epoch %d (update %d)", epoch, trainer.num_updates)
+                history["interrupted"] = True
+                break
     reporter.close()
     epoch = train_itr.epoch - 1 if train_itr.end_of_epoch() else train_itr.epoch  # the last one trained
     logger.info("done training: %d updates, epoch %d", trainer.num_updates, epoch)
@@ -202,6 +209,15 @@ def _checkpoint_state(cfg: DictConfig, trainer: Trainer, train_itr, plugins: Plu
     }
 
 
+def _valid_data(cfg: DictConfig, task, max_positions: int) -> Any:
+    """The validation split, or None (said in the log) when ``dataset.valid_subset`` is null."""
+    if cfg.dataset.valid_subset is None:
+        logger.warning("training without validation (dataset.valid_subset=null): no validation loss, and no "
+                       "%s (pick a checkpoint yourself)", BEST)
+        return None
+    return task.load_dataset(cfg.dataset.valid_subset, max_positions)
+
+
 def _build_model(cfg: DictConfig, task, plugins: PluginSession, resuming: bool) -> torch.nn.Module:
     """The model as built and changed by plugins, holding the weights it starts from (fine-tuned
     ones unless resuming), before the trainer builds the optimizer and the DDP/FSDP wrapper."""
@@ -235,6 +251,8 @@ def _resume(checkpoints: CheckpointManager, trainer: Trainer, train_itr, plugins
     rng = state["rng"]  # a list with one state per rank
     set_rng_state(rng[trainer.distributed.rank] if len(rng) == trainer.distributed.world_size else rng[0])
     checkpoints.best = state.get("best_metric")
+    if trainer.distributed.is_master:  # a kill between the writes of its save: complete the set
+        checkpoints.reconcile(state)
     logger.info("resumed from %s: update %d, epoch %d, batch %d", path, trainer.num_updates,
                 train_itr.epoch, train_itr.iterations_in_epoch)
 

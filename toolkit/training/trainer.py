@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from toolkit.checkpoint import CheckpointError
 from toolkit.data.batching import map_tensors
+from toolkit.errors import NonFiniteError
 from toolkit.devices import resolve_device
 from toolkit.plugins import PluginSession
 from toolkit.precision import dtype_of
@@ -70,7 +71,7 @@ class Trainer:
         self.criterion.train()
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, Any] = {}
-        sample_size = 0.0
+        sample_size, loss_sum = 0.0, 0.0
         for i, sample in enumerate(samples):
             sample = move_to(sample, self.device)
             last = i == len(samples) - 1
@@ -85,13 +86,14 @@ class Trainer:
                     loss, size, logging_output = self.plugins.hook.toolkit_train_step(
                         model=self.model, criterion=self.criterion, sample=sample, trainer=self, validating=False)
                 self.scaler.scale(loss).backward()
-            sample_size += size
+            sample_size, loss_sum = sample_size + size, loss_sum + loss.detach().float()
             for key, value in logging_output.items():
                 totals[key] = totals.get(key, 0) + value
         grad_scale = 1.0
         if self.distributed.enabled:  # DDP/FSDP averaged gradients over ranks; undo, then normalize
-            totals = self.distributed.sum_metrics({**totals, "_sample_size": sample_size}, self.device)
-            sample_size = totals.pop("_sample_size")
+            totals = self.distributed.sum_metrics({**totals, "_sample_size": sample_size, "_loss": loss_sum},
+                                                  self.device)
+            sample_size, loss_sum = totals.pop("_sample_size"), totals.pop("_loss")
             grad_scale = self.distributed.world_size
         self.scaler.unscale_(self.optimizer)
         params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -110,14 +112,25 @@ class Trainer:
                                self.num_updates + 1, self.scaler.get_scale())
                 return None
         else:
-            if not torch.isfinite(grad_norm):
-                raise FloatingPointError(f"gradient norm is {grad_norm.item()} at update {self.num_updates + 1}; "
-                                         f"lower optim.lr or set optimization.clip_norm")
+            self._check_finite(loss_sum, grad_norm)
             self.optimizer.step()
         self.num_updates += 1
         totals["lr"] = self.lr_scheduler.step_update(self.num_updates)
         totals["grad_norm"] = grad_norm.detach()
         return totals
+
+    def _check_finite(self, loss: Any, grad_norm: torch.Tensor) -> None:
+        """Stop (fp32, bf16) before a step whose loss or gradient is NaN or infinite: it would
+        make the weights NaN. One device sync, as the gradient check alone took."""
+        values = torch.stack([torch.as_tensor(loss, dtype=torch.float32, device=grad_norm.device).reshape(()),
+                              grad_norm.detach().float().reshape(())])
+        if bool(torch.isfinite(values).all()):
+            return
+        loss, norm = values.tolist()
+        what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {norm}"
+        raise NonFiniteError(f"training diverged at update {self.num_updates + 1}: {what}; the run stops before "
+                             f"that update is applied. Lower optim.lr (now {self.cfg.optim.get('lr')}), set "
+                             f"optimization.clip_norm, or check the data and the model")
 
     @torch.no_grad()
     def valid_step(self, sample: dict[str, Any]) -> dict[str, Any]:
