@@ -126,7 +126,8 @@ def required_plugins(state: Mapping[str, Any], for_inference: bool) -> list[str]
     recorded = state.get("plugins", {})
     if "roles" in recorded:
         roles = recorded["roles"]
-        return sorted(p for p, role in roles.items() if role == MODEL or not for_inference)
+        unrecorded = set(_options_of(state.get("cfg", {}))) - set(roles) - {"core"}  # count as "model"
+        return sorted({p for p, role in roles.items() if role == MODEL or not for_inference} | unrecorded)
     return sorted(set(recorded.get("providers", {}).values()) | set(_options_of(state.get("cfg", {}))) - {"core"})
 
 
