@@ -45,3 +45,10 @@ def test_max_update_on_the_last_batch_writes_the_epoch_checkpoint(tmp_path):
     state = load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")
     assert state["iterator"] == {"epoch": 2, "iterations_in_epoch": 0}
     assert len(result["valid"]) == 1 and state["best_metric"] == result["valid"][0]["loss"]
+
+
+def test_a_best_metric_that_validation_does_not_report_is_said(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="toolkit.train"):
+        train(tiny_config(tmp_path, "dataset.valid_subset=valid", "checkpoint.best_metric=bleuu"))
+    assert "checkpoint.best_metric=bleuu is not among this validation's metrics (loss, nll_loss, ppl)" in caplog.text
+    assert "checkpoint_best.pt" not in checkpoint_names(tmp_path)

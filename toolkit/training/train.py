@@ -94,6 +94,9 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
         if not master:
             return
         metric = valid_stats.get(cfg.checkpoint.best_metric) if valid_stats else None
+        if valid_stats and metric is None:  # a misspelt name would otherwise never write a best checkpoint
+            logger.warning("checkpoint.best_metric=%s is not among this validation's metrics (%s): no %s is "
+                           "written for it", cfg.checkpoint.best_metric, ", ".join(sorted(valid_stats)), BEST)
         epoch = train_itr.epoch - 1 if end_of_epoch else None
         written = checkpoints.save(state, epoch, metric)
         logger.info("saved %s (update %d)", ", ".join(p.name for p in written), trainer.num_updates)
