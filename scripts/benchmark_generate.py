@@ -48,7 +48,7 @@ from toolkit.checkpoint import describe
 from toolkit.config import parse_plugin_options
 from toolkit.data.preprocess import read_lines
 from toolkit.generation.generator import GenerationConfig
-from toolkit.generation.report import SpeedMeter
+from toolkit.generation.report import SpeedMeter, decode_alternately
 from toolkit.generation.translator import Translator
 from toolkit.scoring.bleu import score
 
@@ -120,28 +120,10 @@ def load(args: argparse.Namespace, plugin_options: dict) -> Translator:
                                       max_sentences=args.batch)
 
 
-def alternate(runs: dict[str, Translator], sources: list[str], rounds: int) -> dict[str, dict]:
-    """Decode ``sources`` with each translator in turn, ``rounds`` times (machine drift then hits
-    all alike): ``{name: {"seconds", "tokens", "outputs"}}`` summed over rounds."""
-    totals = {name: {"seconds": 0.0, "tokens": 0, "outputs": []} for name in runs}
-    for translator in runs.values():
-        translator.translate(sources[: translator.max_sentences])  # warm-up
-    for _ in range(rounds):
-        for name, translator in runs.items():
-            meter = SpeedMeter(translator.device)
-            with meter:
-                translations = translator.translate(sources)
-            meter.add(translations)
-            totals[name]["outputs"] = [t.text for t in translations]
-            totals[name]["seconds"] += meter.seconds
-            totals[name]["tokens"] += meter.tokens
-    return totals
-
-
 def compare_settings(args: argparse.Namespace, runs: dict[str, Translator], sources: list[str],
                      references: list[str] | None) -> None:
     """Two settings of one checkpoint, decoded in alternating rounds in this run."""
-    totals = alternate(runs, sources, args.rounds)
+    totals = decode_alternately(runs, sources, args.rounds)
     print(f"side by side: {args.rounds} rounds of {len(sources)} sentences, beam {args.beam}, batch {args.batch}, "
           f"{torch.get_num_threads()} threads")
     for name, run in totals.items():
@@ -166,7 +148,7 @@ def compare_exits(args: argparse.Namespace, full: Translator, sources: list[str]
     truncated = Translator(full.task, truncated_model, gen_cfg, max_sentences=args.batch)
     runs = {"full depth": full, f"exit after {args.exit_after_block}": exiting,
             f"{args.exit_after_block} blocks": truncated}
-    totals = alternate(runs, sources, args.rounds)
+    totals = decode_alternately(runs, sources, args.rounds)
     seconds, tokens = {n: t["seconds"] for n, t in totals.items()}, {n: t["tokens"] for n, t in totals.items()}
     outputs = {n: t["outputs"] for n, t in totals.items()}
     # hypotheses of a shallower decoder differ in length, so the fair unit is time per target token

@@ -53,7 +53,11 @@ def toolkit_modify_model(model: EncoderDecoderModel, cfg: DictConfig) -> None:
 
     Called after the task builds the model and before its weights are loaded from a
     checkpoint, in training and in generation alike, so added parameters are restored too.
-    A plugin whose training steps may leave parameters without gradient (skipped blocks) sets
+    To leave blocks out of training forwards (LayerDrop), set ``model.encoder.skip_blocks`` or
+    ``model.decoder.skip_blocks`` to a callable returning the indices of the blocks not to run
+    in this forward (``toolkit.models.transformer.skipped_blocks``: consulted once per forward,
+    in training mode only; a skipped block is not computed and the state-dict keys do not
+    change). A plugin whose training steps may leave parameters without gradient sets
     ``model.find_unused_parameters = True``; it must skip the same blocks on every rank (derive
     the choice from the update number and ``cfg.common.seed``: a ``toolkit_train_step``
     wrapper sees ``trainer.num_updates``), which keeps DDP and FSDP in step. Modules that run

@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -44,3 +45,26 @@ class SpeedMeter:
         return (f"translated {self.sentences} sentences ({self.tokens} target tokens) in {self.seconds:.2f} s: "
                 f"{self.sentences / seconds:.1f} sentences/s, {self.tokens / seconds:.1f} tokens/s, "
                 f"{memory} {self.peak_memory_mib():.0f} MiB")
+
+
+def decode_alternately(runs: Mapping[str, Any], sources: Sequence[str], rounds: int) -> dict[str, dict]:
+    """Decode ``sources`` with each translator of ``runs`` in turn, ``rounds`` times, so that
+    machine drift hits all alike (after one untimed warm-up batch each).
+
+    :return: ``{name: {"seconds", "tokens", "sentences", "outputs"}}``, times and counts summed
+        over the rounds, ``outputs`` the last round's hypotheses.
+    """
+    totals = {name: {"seconds": 0.0, "tokens": 0, "sentences": 0, "outputs": []} for name in runs}
+    for translator in runs.values():
+        translator.translate(sources[: translator.max_sentences])  # warm-up
+    for _ in range(rounds):
+        for name, translator in runs.items():
+            meter = SpeedMeter(translator.device)
+            with meter:
+                translations = translator.translate(sources)
+            meter.add(translations)
+            totals[name]["outputs"] = [t.text for t in translations]
+            totals[name]["seconds"] += meter.seconds
+            totals[name]["tokens"] += meter.tokens
+            totals[name]["sentences"] += meter.sentences
+    return totals

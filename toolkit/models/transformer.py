@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Collection, Optional
 
 import torch
 from torch import nn
@@ -38,19 +38,39 @@ class TransformerConfig:
     max_target_positions: int = 1024
 
 
+# A plugin's choice of blocks to leave out of one training forward (LayerDrop): called once per
+# forward in training mode, it returns the 0-based indices of the blocks not to run.
+BlockSkipper = Callable[[], Collection[int]]
+
+
+def skipped_blocks(stack: nn.Module) -> Collection[int]:
+    """The blocks ``stack`` (an encoder or decoder) leaves out of this forward: its
+    ``skip_blocks`` callable's choice in training mode, none in eval mode or without one.
+
+    A skipped block is not computed: its input passes to the next block unchanged. Set
+    ``stack.skip_blocks`` in ``toolkit_modify_model`` (see ``toolkit.hooks``).
+    """
+    if stack.skip_blocks is None or not stack.training:
+        return ()
+    return stack.skip_blocks()
+
+
 class TransformerEncoder(nn.Module):
     def __init__(self, embedding: TokenEmbedding, layers: list[EncoderLayer], final_norm: nn.Module,
                  padding_idx: int):
         super().__init__()
         self.embedding, self.layers, self.final_norm = embedding, nn.ModuleList(layers), final_norm
         self.padding_idx = padding_idx
+        self.skip_blocks: BlockSkipper | None = None  # set by plugins (LayerDrop)
 
     def forward(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor | None = None) -> EncoderOutput:
         """src_tokens: (B, S) right-padded."""
         padding_mask = src_tokens.eq(self.padding_idx)  # (B, S)
         x = self.embedding(src_tokens)  # (B, S, C)
-        for layer in self.layers:
-            x = layer(x, padding_mask)
+        skipped = skipped_blocks(self)
+        for i, layer in enumerate(self.layers):
+            if i not in skipped:
+                x = layer(x, padding_mask)
         return EncoderOutput(self.final_norm(x), padding_mask)
 
 
@@ -64,6 +84,7 @@ class TransformerDecoder(nn.Module):
         self.output_projection = output_projection
         # per-block classifiers for early exits (one per block but the last), set by plugins
         self.exit_heads: nn.ModuleList | None = None
+        self.skip_blocks: BlockSkipper | None = None  # set by plugins (LayerDrop); never with ``state``
 
     def forward(self, prev_output_tokens: torch.Tensor, encoder_out: EncoderOutput,
                 return_all_hiddens: bool = False, state: IncrementalState | None = None) -> DecoderOutput:
@@ -75,9 +96,11 @@ class TransformerDecoder(nn.Module):
         start = state.length if state is not None else 0
         x = self.embedding(prev_output_tokens, start)  # (B, T, C)
         hidden_states = []
+        skipped = skipped_blocks(self) if state is None else ()
         for i, layer in enumerate(self.layers):
             caches = (state.self_attn[i], state.cross_attn[i]) if state is not None else (None, None)
-            x = layer(x, encoder_out.states, encoder_out.padding_mask, *caches)
+            if i not in skipped:
+                x = layer(x, encoder_out.states, encoder_out.padding_mask, *caches)
             if return_all_hiddens:
                 hidden_states.append(x)
         if state is not None:

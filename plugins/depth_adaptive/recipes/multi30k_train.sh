@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Train the Multi30k de->en models of the depth-adaptive tables, each for the same number of
+# updates: batches of 1,024 tokens (half the recipe's, so that six models train in one CPU
+# session), lr 1e-3 with 400 warm-up updates and inverse-sqrt decay, the last checkpoint kept.
+# Usage: plugins/depth_adaptive/recipes/multi30k_train.sh DATA RUNS [MODEL ...]
+#   MODEL: depth1 depth2 depth3 depth6 (baselines: transformer_small with an n-block decoder),
+#          aligned, mixed (transformer_depth_adaptive_small, criterion depth_adaptive),
+#          halting (a geometric halting classifier trained for HALTING_UPDATES on the aligned
+#          model, everything else frozen); default all, in that order.
+# Environment: UPDATES (2000), THREADS (2). Each run's wall-clock goes to RUNS/MODEL/seconds.
+set -euo pipefail
+DATA=${1:?data folder}
+RUNS=${2:?runs folder}
+shift 2
+MODELS=${*:-depth1 depth2 depth3 depth6 aligned mixed halting}
+UPDATES=${UPDATES:-2000}
+HALTING_UPDATES=${HALTING_UPDATES:-500}
+THREADS=${THREADS:-2}
+
+for name in $MODELS; do
+    case $name in
+        depth[0-9]) args=(model=transformer_small "model.decoder_layers=${name#depth}") ;;
+        aligned) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive) ;;
+        mixed) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive criterion.mode=mixed
+                     criterion.samples=3) ;;
+        halting) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive
+                       +plugins.options.depth_adaptive.halting=token_geometric
+                       +plugins.options.depth_adaptive.train_only_halting=true
+                       checkpoint.finetune_from="$RUNS/aligned/checkpoint_last.pt" checkpoint.finetune_strict=false) ;;
+        *) echo "unknown model $name (depthN, aligned, mixed, halting)" >&2; exit 2 ;;
+    esac
+    if [ -f "$RUNS/$name/seconds" ]; then echo "$RUNS/$name: done"; continue; fi
+    start=$(date +%s)
+    toolkit-train task=multi30k_de_en task.data="$DATA" "${args[@]}" common.threads="$THREADS" \
+        optimization.max_update="$([ "$name" = halting ] && echo "$HALTING_UPDATES" || echo "$UPDATES")" optimization.max_time_minutes=0 dataset.max_tokens=1024 optim.lr=1e-3 \
+        checkpoint.save_dir="$RUNS/$name" common.log_interval=100
+    echo $(( $(date +%s) - start )) > "$RUNS/$name/seconds"
+done

@@ -1,0 +1,106 @@
+"""Block dropping: the rate holds over many updates, dropped blocks are not computed, eval
+mode runs every block, and the state-dict keys stay those of the plain model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from toolkit.data.dictionary import Dictionary
+from toolkit.errors import ConfigError
+from toolkit.models.architectures import transformer_tiny
+from toolkit.models.transformer import TransformerModel
+
+from layerdrop.dropping import BlockDropper
+from layerdrop.plugin import toolkit_modify_model
+
+VOCAB = Dictionary(["<s>", "<pad>", "</s>", "<unk>"] + [f"w{i}" for i in range(30)])
+
+
+def tiny_model(blocks: int = 6) -> TransformerModel:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(transformer_tiny(), dropout=0.0, encoder_layers=blocks, decoder_layers=blocks,
+                              encoder_embed_dim=16, decoder_embed_dim=16, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                              encoder_attention_heads=2, decoder_attention_heads=2)
+    return TransformerModel.from_config(cfg, VOCAB, VOCAB)
+
+
+def run_cfg(encoder_rate: float, decoder_rate: float):
+    return OmegaConf.create({"common": {"seed": 3}, "plugins": {"options": {"layerdrop": {
+        "encoder_rate": encoder_rate, "decoder_rate": decoder_rate}}}})
+
+
+def batch():
+    generator = torch.Generator().manual_seed(1)
+    src = torch.randint(4, len(VOCAB), (3, 7), generator=generator)
+    prev = torch.randint(4, len(VOCAB), (3, 5), generator=generator)
+    return src, torch.full((3,), 7), prev
+
+
+def test_skipped_fraction_matches_the_rate_and_is_the_same_for_every_rank():
+    droppers = [BlockDropper(6, 0.2, seed=1, side=0) for _ in range(2)]  # two ranks
+    skipped = 0
+    for update in range(2000):
+        choices = []
+        for dropper in droppers:
+            dropper.update = update
+            choices.append(dropper())
+        assert choices[0] == choices[1]
+        skipped += len(choices[0])
+    assert abs(skipped / (2000 * 6) - 0.2) < 0.015  # 4 standard deviations
+    encoder, decoder = BlockDropper(6, 0.2, seed=1, side=0), BlockDropper(6, 0.2, seed=1, side=1)
+    differ = 0
+    for update in range(50):  # the two sides draw independently
+        encoder.update = decoder.update = update
+        differ += encoder() != decoder()
+    assert differ > 10
+
+
+def test_dropped_blocks_run_no_forward_and_eval_mode_runs_them_all():
+    model = tiny_model()
+    toolkit_modify_model(model, run_cfg(0.5, 0.5))
+    assert model.find_unused_parameters
+    calls = {}
+    for side in ("encoder", "decoder"):
+        for i, layer in enumerate(getattr(model, side).layers):
+            calls[side, i] = 0
+            layer.register_forward_hook(lambda *_, key=(side, i): calls.__setitem__(key, calls[key] + 1))
+    expected = dict.fromkeys(calls, 0)
+    model.train()
+    for update in range(40):
+        for side in ("encoder", "decoder"):
+            dropper = getattr(model, side).skip_blocks
+            dropper.update = update
+            for i in set(range(6)) - dropper():
+                expected[side, i] += 1
+        model(*batch())
+    assert calls == expected and 0 < sum(calls.values()) < 40 * 12
+    model.eval()
+    before = dict(calls)
+    model(*batch())
+    assert all(calls[key] == before[key] + 1 for key in calls)
+
+
+def test_a_skipping_forward_equals_the_model_without_those_blocks():
+    model = tiny_model()
+    toolkit_modify_model(model, run_cfg(0.5, 0.5))
+    model.train()  # no dropout in this model: training mode differs only by the skipped blocks
+    model.encoder.skip_blocks.update = model.decoder.skip_blocks.update = 7
+    dropped = {side: getattr(model, side).skip_blocks() for side in ("encoder", "decoder")}
+    assert dropped["encoder"] and dropped["decoder"]
+    skipping = model(*batch()).logits
+    plain = tiny_model()
+    for side in ("encoder", "decoder"):
+        stack = getattr(plain, side)
+        stack.layers = torch.nn.ModuleList([b for i, b in enumerate(stack.layers) if i not in dropped[side]])
+    torch.testing.assert_close(skipping, plain.eval()(*batch()).logits)
+    assert list(model.state_dict()) == list(tiny_model().state_dict())
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5])
+def test_a_rate_outside_zero_one_is_refused(rate):
+    with pytest.raises(ConfigError, match=f"decoder_rate must be in \\[0, 1\\), got {rate}"):
+        toolkit_modify_model(tiny_model(), run_cfg(0.0, rate))
