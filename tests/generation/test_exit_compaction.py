@@ -100,7 +100,7 @@ def test_exit_blocks_are_reported_per_row():
     src, targets, tables = inputs()
     encoder_out, state, policy = model.encoder(src, None), model.decoder.new_state(), TablePolicy(tables)
     for t in range(STEPS):
-        _, exit_block = decode_step_with_exits(model.decoder, targets[:, t : t + 1], encoder_out, state, policy)
+        _, exit_block, _ = decode_step_with_exits(model.decoder, targets[:, t : t + 1], encoder_out, state, policy)
         assert exit_block.tolist() == tables[t].tolist()
 
 

@@ -29,25 +29,20 @@ def _free_port() -> int:
 
 
 class SkipLastDecoderBlockOnOddUpdates:
-    """A LayerDrop-like plugin: the last decoder block is skipped at odd updates (on every rank),
-    so those steps leave its parameters without gradient."""
+    """A LayerDrop-like plugin: the last decoder block is skipped at odd updates (on every rank,
+    through the decoder's ``skip_blocks``), so those steps leave its parameters without gradient."""
 
-    class Skippable(torch.nn.Module):
-        def __init__(self, layer: torch.nn.Module):
-            super().__init__()
-            self.layer, self.skip = layer, False
-
-        def forward(self, x, *args, **kwargs):
-            return x if self.skip and self.training else self.layer(x, *args, **kwargs)
+    odd_update = False
 
     @hookimpl
     def toolkit_modify_model(self, model):
         model.find_unused_parameters = True
-        model.decoder.layers[-1] = self.Skippable(model.decoder.layers[-1])
+        last = len(model.decoder.layers) - 1
+        model.decoder.skip_blocks = lambda: {last} if self.odd_update else set()
 
     @hookimpl(wrapper=True)
     def toolkit_train_step(self, model, trainer):
-        model.decoder.layers[-1].skip = trainer.num_updates % 2 == 1
+        self.odd_update = trainer.num_updates % 2 == 1
         return (yield)
 
 

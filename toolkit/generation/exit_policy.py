@@ -69,11 +69,13 @@ class FixedDepth(ExitPolicy):
 
 
 def decode_step_with_exits(decoder, tokens: torch.Tensor, encoder_out: EncoderOutput,
-                           state: IncrementalState, policy: ExitPolicy) -> tuple[torch.Tensor, torch.Tensor]:
+                           state: IncrementalState, policy: ExitPolicy) -> tuple[torch.Tensor, torch.Tensor, int]:
     """One incremental step asking ``policy`` after each block.
 
     :param tokens: (N, 1) the newest token of each hypothesis.
-    :return: logits (N, V) and the 1-based block each row exited at (N,).
+    :return: logits (N, V), the 1-based block each row exited at (N,), and the number of rows
+        projected onto the vocabulary (by the policy to decide, or to score a row): the cost
+        that early exits add, next to the blocks they save.
 
     Once a row exits, the blocks above do not run it: each gathers the rows still running
     (``DecoderLayer.forward(..., rows=)``) and, for the exited ones, only adds to its cache the
@@ -85,19 +87,23 @@ def decode_step_with_exits(decoder, tokens: torch.Tensor, encoder_out: EncoderOu
     rows = torch.arange(batch, device=x.device)  # the rows still running
     exited: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, their logits) per exit block
     policy.begin_step(encoder_out)
+    projected = 0
     for i, layer in enumerate(decoder.layers):
         x = layer(x, encoder_out.states, encoder_out.padding_mask, state.self_attn[i], state.cross_attn[i],
                   rows=rows if rows.numel() < batch else None)  # exited rows keep their state: copied upward
         if i < num_blocks - 1 and rows.numel():
             decision = policy.should_exit(i, x[rows, 0], decoder)
             exits, logits = decision if isinstance(decision, tuple) else (decision, None)
+            projected += logits.size(0) if logits is not None else 0
             if exits.any():
                 leaving = rows[exits]
+                if logits is None:
+                    projected += leaving.numel()
                 exited.append((leaving, logits[exits] if logits is not None else decoder.project(x[leaving, 0], i)))
                 exit_block[leaving] = i + 1
                 rows = rows[~exits]
     state.length += 1
-    return _gather_logits(decoder, x, rows, exited, batch), exit_block
+    return _gather_logits(decoder, x, rows, exited, batch), exit_block, projected + rows.numel()
 
 
 def _gather_logits(decoder, x: torch.Tensor, rows: torch.Tensor, exited: list[tuple[torch.Tensor, torch.Tensor]],

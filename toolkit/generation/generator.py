@@ -49,6 +49,7 @@ class SequenceGenerator:
         # decoded tokens per exit block (index 0: block 1); int64 on the model's device, read on demand
         self.exit_counts = torch.zeros(len(model.decoder.layers), dtype=torch.long,
                                        device=next(model.parameters()).device)
+        self.projected_rows = 0  # rows mapped onto the vocabulary (decisions of exit policies included)
         if cfg.beam < 1 or cfg.nbest > cfg.beam:
             raise ConfigError(f"generation needs beam >= 1 and nbest <= beam (beam={cfg.beam}, nbest={cfg.nbest})")
         if cfg.beam > len(tgt_dict) - 3:
@@ -119,15 +120,22 @@ class SequenceGenerator:
         decoder = self.model.decoder
         if self.exit_policy is None:
             self.exit_counts[-1] += tokens.size(0)
+            self.projected_rows += tokens.size(0)
             return decoder(tokens, encoder_out, state=state).logits[:, -1]
-        logits, exit_block = decode_step_with_exits(decoder, tokens, encoder_out, state, self.exit_policy)
+        logits, exit_block, projected = decode_step_with_exits(decoder, tokens, encoder_out, state, self.exit_policy)
         self.exit_counts += torch.bincount(exit_block - 1, minlength=len(self.exit_counts))
+        self.projected_rows += projected
         return logits
 
     def average_exit(self) -> float:
         """Mean number of decoder blocks run per decoded token so far."""
         counts = self.exit_counts.tolist()
         return sum(block * n for block, n in enumerate(counts, start=1)) / max(sum(counts), 1)
+
+    def projections_per_token(self) -> float:
+        """Vocabulary projections computed per decoded token so far: 1 at full depth; an exit
+        policy that reads every block's distribution to decide pays one per block it asked."""
+        return self.projected_rows / max(int(self.exit_counts.sum()), 1)
 
     def exit_histogram(self) -> list[float]:
         """The fraction of decoded tokens that exited at each block (1 to N) so far."""

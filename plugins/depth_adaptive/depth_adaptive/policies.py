@@ -8,7 +8,9 @@ after every decoder block but the last which hypotheses stop there:
 - ``patience``: the block's most probable token is the same as at the ``patience`` blocks
   before it (PABEE).
 
-A threshold is one number for every block or a list with one per block 1..N-1.
+A threshold is one number for every block or a list with one per block 1..N-1. A threshold
+that no distribution can meet (confidence above 1, entropy at or below 0) switches the check at
+that block off: its distribution is then not computed, which saves a vocabulary projection.
 """
 
 from __future__ import annotations
@@ -66,7 +68,9 @@ class ConfidenceExit(ExitPolicy):
     def __init__(self, cfg: ConfidenceConfig, model):
         self.thresholds = per_block_thresholds(cfg, model)
 
-    def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> tuple[torch.Tensor, torch.Tensor]:
+    def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.thresholds[block] > 1.0:  # off: no probability reaches it
+            return torch.zeros(hidden.size(0), dtype=torch.bool, device=hidden.device)
         logits = decoder.project(hidden, block)  # (N, V)
         confidence = torch.softmax(logits.float(), dim=-1).amax(dim=-1)  # (N,)
         return confidence >= self.thresholds[block], logits
@@ -78,7 +82,9 @@ class EntropyExit(ExitPolicy):
     def __init__(self, cfg: EntropyConfig, model):
         self.thresholds = per_block_thresholds(cfg, model)
 
-    def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> tuple[torch.Tensor, torch.Tensor]:
+    def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.thresholds[block] <= 0.0:  # off: no entropy is below it
+            return torch.zeros(hidden.size(0), dtype=torch.bool, device=hidden.device)
         logits = decoder.project(hidden, block)  # (N, V)
         lprobs = torch.log_softmax(logits.float(), dim=-1)
         entropy = -(lprobs.exp() * lprobs).sum(dim=-1)  # (N,)

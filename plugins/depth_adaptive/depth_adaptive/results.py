@@ -60,14 +60,19 @@ def load(path: Path) -> tuple:
 
 
 def truncated(model: nn.Module, blocks: int) -> nn.Module:
-    """The model with only its lowest ``blocks`` decoder blocks (sharing the weights)."""
-    cut = copy.copy(model)
-    cut.decoder = copy.copy(model.decoder)
-    cut.decoder.layers = nn.ModuleList(model.decoder.layers[:blocks])
-    cut.decoder.exit_heads = None
+    """The model with only its lowest ``blocks`` decoder blocks, sharing the weights; ``model``
+    itself is left whole (a shallow copy of a module shares its dict of submodules, so each
+    copy gets its own)."""
+    decoder = copy.copy(model.decoder)
+    decoder._modules = dict(model.decoder._modules)
+    decoder.layers = nn.ModuleList(model.decoder.layers[:blocks])
+    decoder.exit_heads = None
     if model.decoder.exit_heads is not None and blocks < len(model.decoder.layers):
         exit_head = model.decoder.exit_heads[blocks - 1]  # block n's own classifier becomes the output layer
-        cut.decoder.project = lambda hidden, block=None: exit_head(hidden)
+        decoder.project = lambda hidden, block=None: exit_head(hidden)
+    cut = copy.copy(model)
+    cut._modules = dict(model._modules)
+    cut.decoder = decoder
     return cut
 
 
@@ -119,6 +124,7 @@ def adaptive_rows(runs: Path, sources: list[str], references: list[str], args: a
                    "search": search, "bleu": round(score(totals["exit"]["outputs"], references).bleu, 2),
                    "full_bleu": round(score(totals["full"]["outputs"], references).bleu, 2),
                    "average_exit": round(generator.average_exit(), 2),
+                   "projections": round(generator.projections_per_token(), 2),
                    "histogram": [round(share, 3) for share in generator.exit_histogram()],
                    "sentences_per_s": round(speed["exit"], 1), "full_sentences_per_s": round(speed["full"], 1),
                    "speedup": round(totals["full"]["seconds"] / totals["exit"]["seconds"], 2)}
@@ -143,10 +149,10 @@ def markdown(results: dict) -> str:
     lines = ["| model | exit | BLEU | sentences/s |", "|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['exit']} | {r['bleu']:.2f} | {r['sentences_per_s']:.1f} |"
               for r in results["anytime"]]
-    lines += ["", "| model | policy | setting | search | BLEU | full-depth BLEU | AE | sentences/s | full depth "
-              "sentences/s | speed-up |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| model | policy | setting | search | BLEU | full-depth BLEU | AE | projections/token | "
+              "sentences/s | full depth sentences/s | speed-up |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['policy']} | {r['setting']} | {r['search']} | {r['bleu']:.2f} | "
-              f"{r['full_bleu']:.2f} | {r['average_exit']:.2f} | {r['sentences_per_s']:.1f} | "
+              f"{r['full_bleu']:.2f} | {r['average_exit']:.2f} | {r['projections']:.2f} | {r['sentences_per_s']:.1f} | "
               f"{r['full_sentences_per_s']:.1f} | {r['speedup']:.2f}x |" for r in results["adaptive"]]
     return "\n".join(lines)
 

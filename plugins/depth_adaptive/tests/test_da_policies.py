@@ -106,8 +106,26 @@ def test_an_exited_row_is_scored_by_its_blocks_classifier():
         encoder_out = model.encoder(sources, torch.full((3,), 5))
         hidden = model.decoder(prev, encoder_out, return_all_hiddens=True).hidden_states
         everyone = ConfidenceExit(ConfidenceConfig(threshold=0.0), model)  # every row exits after block 1
-        logits, exit_block = decode_step_with_exits(model.decoder, prev, encoder_out, model.decoder.new_state(),
+        logits, exit_block, _ = decode_step_with_exits(model.decoder, prev, encoder_out, model.decoder.new_state(),
                                                     everyone)
     assert exit_block.tolist() == [1, 1, 1]
     assert torch.allclose(logits, model.decoder.exit_heads[0](hidden[0][:, 0]), atol=1e-5)
     assert not torch.allclose(logits, model.decoder.project(hidden[0][:, 0]), atol=1e-3)
+
+
+def test_a_switched_off_block_computes_no_distribution_and_projections_are_counted():
+    model = tiny_model().eval()
+    sources, prev = torch.randint(4, len(VOCAB), (3, 5)), torch.full((3, 1), VOCAB.eos)
+    cases = {  # policy -> (projected rows, exit blocks)
+        "confidence off everywhere": (ConfidenceExit(ConfidenceConfig(threshold=2.0), model), 3, [BLOCKS] * 3),
+        "entropy off everywhere": (EntropyExit(EntropyConfig(threshold=0.0), model), 3, [BLOCKS] * 3),
+        "all exit at block 1": (ConfidenceExit(ConfidenceConfig(threshold=0.0), model), 3, [1] * 3),
+        "checked at block 2 only, none exits": (
+            ConfidenceExit(ConfidenceConfig(thresholds=[2.0, 1.0, 2.0]), model), 6, [BLOCKS] * 3),
+    }
+    with torch.no_grad():
+        encoder_out = model.encoder(sources, torch.full((3,), 5))
+        for name, (policy, projected, exits) in cases.items():
+            _, exit_block, counted = decode_step_with_exits(model.decoder, prev, encoder_out, model.decoder.new_state(),
+                                                            policy)
+            assert (counted, exit_block.tolist()) == (projected, exits), name

@@ -23,10 +23,9 @@ import os
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
 from torch import nn
 
-from toolkit.checkpoint import CheckpointError, load_checked, save_inference_checkpoint
+from toolkit.checkpoint import load_checked, save_inference_checkpoint
 from toolkit.data.preprocess import read_lines
 from toolkit.errors import ConfigError
 from toolkit.inference import load_for_inference

@@ -1,0 +1,111 @@
+r"""The LayerDrop table: ``python -m layerdrop.results --data DATA --output FILE NAME=CKPT ...``
+
+Each named checkpoint is pruned with ``spread`` (every other block for half depth) to each
+``--depths E+D`` it can reach, written by ``toolkit-prune``'s code into a temporary folder
+(so the bytes are those of a real file), loaded back without the plugin, and decodes the test
+split (beam 5, batch 64): sacreBLEU, sentences/s, parameters, bytes. A checkpoint given as
+``NAME=CKPT@as-is`` is measured only as it is (the reference trained at a small depth). The
+rows go to a JSON file (the input of ``layerdrop.plot``) and are printed in Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from toolkit.checkpoint import load_checkpoint
+from toolkit.data.preprocess import read_lines
+from toolkit.files import atomic_write_text
+from toolkit.generation.generator import GenerationConfig
+from toolkit.generation.report import decode_alternately
+from toolkit.generation.translator import Translator
+from toolkit.plugins import load_plugins
+from toolkit.scoring.bleu import score
+
+from layerdrop.prune import main as prune_main
+from layerdrop.pruning import spread
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", metavar="NAME=CKPT[@as-is]")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--source-lang", default="de")
+    parser.add_argument("--target-lang", default="en")
+    parser.add_argument("--depths", nargs="+", default=["6+6", "4+4", "6+3", "3+6", "3+3", "2+2"])
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--output", type=Path, required=True)
+    return parser.parse_args(argv)
+
+
+def measure(path: Path, sources: list[str], references: list[str], args: argparse.Namespace) -> dict:
+    """Decode with the core alone (a pruned file needs no plugin): BLEU, speed, size."""
+    translator = Translator.from_checkpoint(path, GenerationConfig(beam=args.beam), "cpu", load_plugins(autoload=False),
+                                            max_sentences=args.batch)
+    totals = decode_alternately({"run": translator}, sources, rounds=1)["run"]
+    model = translator.model
+    return {"encoder_layers": len(model.encoder.layers), "decoder_layers": len(model.decoder.layers),
+            "bleu": round(score(totals["outputs"], references).bleu, 2),
+            "sentences_per_s": round(totals["sentences"] / totals["seconds"], 1),
+            "parameters": model.num_parameters(), "bytes": path.stat().st_size}
+
+
+def rows_for(name: str, spec: str, sources: list[str], references: list[str], args: argparse.Namespace,
+             tmp: Path) -> list[dict]:
+    path, _, mode = spec.partition("@")
+    if mode == "as-is":
+        return [{"model": name, "pruned": False, **measure(Path(path), sources, references, args)}]
+    state = load_checkpoint(path)
+    depth = (state["cfg"]["model"]["encoder_layers"], state["cfg"]["model"]["decoder_layers"])
+    rows = []
+    for target in args.depths:
+        encoder, decoder = (int(n) for n in target.split("+"))
+        if encoder > depth[0] or decoder > depth[1]:
+            continue
+        out = tmp / f"{name}-{target}.pt"
+        prune_main([path, str(out), "--encoder-layers-to-keep", spread_list(depth[0], encoder),
+                    "--decoder-layers-to-keep", spread_list(depth[1], decoder)])
+        rows.append({"model": name, "pruned": True, **measure(out, sources, references, args)})
+        print(rows[-1], flush=True)
+        out.unlink()
+    return rows
+
+
+def spread_list(depth: int, keep: int) -> str:
+    return ",".join(str(i) for i in spread(depth, keep))
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | kept encoder+decoder | BLEU | sentences/s | parameters | bytes |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['encoder_layers']}+{r['decoder_layers']}{'' if r['pruned'] else ' (as trained)'} | "
+              f"{r['bleu']:.2f} | {r['sentences_per_s']:.1f} | {r['parameters']:,} | {r['bytes']:,} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sources = read_lines(args.data / f"{args.split}.{args.source_lang}")
+    references = read_lines(args.data / f"{args.split}.{args.target_lang}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for item in args.models:
+            name, _, spec = item.partition("=")
+            rows += rows_for(name, spec, sources, references, args, Path(tmp))
+    atomic_write_text(args.output, json.dumps({"split": args.split, "beam": args.beam, "batch": args.batch,
+                                               "threads": torch.get_num_threads(), "rows": rows}, indent=1))
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
