@@ -55,17 +55,17 @@ def test_generate_a_split_writes_hypotheses_in_order_and_scores_them(trained_run
     assert hypotheses[:20] == [t.text for t in expected]
 
 
-def test_generate_a_file_with_fairseq_lines(trained_run, tmp_path):
+def test_generate_a_file_with_fairseq_lines(trained_run, tmp_path, capsys):
     source = tmp_path / "in.txt"
     source.write_text("the dog sleeps\n\nthe dogs see a cat\n")
-    result = run("toolkit-generate", f"path={trained_run / 'checkpoint_last.pt'}", f"input={source}",
-                 f"output={tmp_path / 'out.txt'}", "fairseq_lines=true", "generation.nbest=2", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    generate_in_process(f"path={trained_run / 'checkpoint_last.pt'}", f"input={source}",
+                        f"output={tmp_path / 'out.txt'}", "fairseq_lines=true", "generation.nbest=2")
+    stdout = capsys.readouterr().out
     lines = read_lines(tmp_path / "out.txt")
     assert len(lines) == 3 and lines[1] == "" and lines[0] and lines[2]
     for prefix in ("S-0\t", "H-0\t", "D-0\t", "P-0\t", "S-2\t"):
-        assert prefix in result.stdout
-    assert result.stdout.count("H-2\t") == 2  # nbest
+        assert prefix in stdout
+    assert stdout.count("H-2\t") == 2  # nbest
 
 
 def test_an_exit_policy_is_chosen_on_the_command_line(trained_run, tmp_path):

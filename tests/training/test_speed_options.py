@@ -23,9 +23,9 @@ def test_bf16_autocast_follows_the_fp32_loss_curve(tiny_bf16, tiny_three_epochs)
 
 
 @pytest.mark.timeout(900)
-def test_compiled_model_trains_like_the_eager_one(tmp_path):
+def test_compiled_model_trains_like_the_eager_one(tmp_path, tiny_data):
     # no dropout: compiled code draws its random numbers from another generator
-    overrides = ["optimization.max_update=4", "model.dropout=0.0"]
+    overrides = ["optimization.max_update=4", "model.dropout=0.0", tiny_data]
     eager = train(config(tmp_path / "eager", *overrides))["train_losses"]
     compiled = train(config(tmp_path / "compiled", *overrides, "common.compile=true"))["train_losses"]
     assert max(relative_gaps(compiled, eager)) < 1e-3, (compiled, eager)

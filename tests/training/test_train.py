@@ -27,7 +27,7 @@ def config(save_dir, *overrides):
 
 
 def test_a_tiny_model_learns_the_toy_corpus(toy_training):
-    # the suite's shared toy run (tests/conftest.py): the demo's tiny Transformer, 3 epochs
+    # the suite's shared toy run (conftest.py at the root): the demo's tiny Transformer, 3 epochs
     save_dir, result = toy_training
     valid_nll = [stats["nll_loss"] for stats in result["valid"]]
     # a uniform guess over the ~1000 pieces costs ln(1000) = 6.9 nats; every epoch improves, ending < 2.5

@@ -1,5 +1,6 @@
-"""Shared fixtures: keep process-wide state (hydra's ConfigStore, the plugin session) clean, and
-the one toy model that tests in every folder share instead of training their own."""
+"""Fixtures shared by the core's tests and every plugin's (the repository root, so ``tests`` and
+``plugins`` both see them): keep process-wide state (hydra's ConfigStore, the plugin session)
+clean, and the one toy model that tests in every folder share instead of training their own."""
 
 from __future__ import annotations
 

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Tune exit thresholds on the validation set, then measure the anytime and adaptive tables on
+# test2016 and draw the plot, for the models of multi30k_train.sh.
+# Usage: plugins/depth_adaptive/recipes/multi30k_eval.sh DATA RUNS [STAGE ...]
+#   STAGE: tune (toolkit-tune-exits on valid: confidence and entropy on the aligned model, the
+#          geometric halting threshold on the halting model), results (test2016, decoded in
+#          this one process: run it on a quiet machine), plot; default all three.
+# Environment: THREADS (2), SAMPLES (12 random settings per policy), LIMIT (500 valid sentences).
+set -euo pipefail
+DATA=${1:?data folder}
+RUNS=${2:?runs folder}
+shift 2
+STAGES=${*:-tune results plot}
+THREADS=${THREADS:-2}
+SAMPLES=${SAMPLES:-12}
+LIMIT=${LIMIT:-500}
+HERE=$(dirname "$0")
+
+for stage in $STAGES; do
+    case $stage in
+        tune)
+            mkdir -p "$RUNS/tuned"
+            for policy in confidence entropy halting; do
+                model=$([ "$policy" = halting ] && echo halting || echo aligned)
+                [ -f "$RUNS/tuned/$policy.json" ] && continue
+                toolkit-tune-exits "$RUNS/$model/checkpoint_last.pt" --policy "$policy" --samples "$SAMPLES" \
+                    --limit "$LIMIT" --source "$DATA/valid.de" --reference "$DATA/valid.en" --beam 5 --batch 64 \
+                    --threads "$THREADS" --device cpu --output "$RUNS/tuned/$policy.json"
+            done ;;
+        results)
+            python -m depth_adaptive.results "$RUNS" --data "$DATA" --threads "$THREADS" --rounds 2 ;;
+        plot)
+            python -m depth_adaptive.plot "$RUNS/results.json" --output "$HERE/../bleu_vs_speed.png" ;;
+        *) echo "unknown stage $stage (tune, results, plot)" >&2; exit 2 ;;
+    esac
+done

@@ -1,0 +1,96 @@
+"""int8 weights: per-output-channel symmetric quantization, decoded on the CPU with fbgemm's
+integer GEMM (``torch.ops.quantized.linear_dynamic``: activations quantized per batch, int8 x
+int8 products accumulated in int32)."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) float -> int8 values (rows, cols) and float32 scales (rows,): w ~ q * scale."""
+    scale = weight.detach().abs().amax(dim=1).float().clamp_min(1e-12) / 127.0  # (rows,)
+    values = torch.clamp(torch.round(weight.detach().float() / scale[:, None]), -127, 127).to(torch.int8)
+    return values, scale
+
+
+def fake_int8(weight: torch.Tensor) -> torch.Tensor:
+    """The weight rounded to its int8 grid, in its own dtype (the int8 noise of training)."""
+    values, scale = quantize_rows(weight)
+    return (values.float() * scale[:, None]).to(weight.dtype)
+
+
+class Int8Linear(nn.Module):
+    """A linear layer with int8 weights and float32 scales and bias, computing with integer
+    kernels on the CPU. Its state dict holds plain tensors (``weights_only`` loads it); the
+    kernel's packed form is built once after loading."""
+
+    supported_devices = ("cpu",)
+    supported_dtypes = (torch.float32,)
+
+    def __init__(self, in_features: int, out_features: int, bias: bool):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("scale", torch.ones(out_features))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._packed = None
+        self.register_load_state_dict_post_hook(lambda module, _: module.pack())
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear) -> "Int8Linear":
+        module = cls(linear.in_features, linear.out_features, linear.bias is not None)
+        module.weight_int8, module.scale = quantize_rows(linear.weight)
+        if linear.bias is not None:
+            module.bias = linear.bias.detach().float().clone()
+        module.pack()
+        return module
+
+    def pack(self) -> None:
+        """Build fbgemm's packed weight from the int8 values and scales (once per load)."""
+        with warnings.catch_warnings():  # quantized tensors are only the kernel's input format here
+            warnings.simplefilter("ignore")
+            weight = torch._make_per_channel_quantized_tensor(
+                self.weight_int8, self.scale.double(), torch.zeros(self.out_features, dtype=torch.long), 0)
+            self._packed = torch.ops.quantized.linear_prepack(weight, self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).contiguous()  # (N, in)
+        out = torch.ops.quantized.linear_dynamic(flat, self._packed, True)  # (N, out)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def dequantized(self) -> torch.Tensor:
+        return self.weight_int8.float() * self.scale[:, None]
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
+class Int8Embedding(nn.Module):
+    """An embedding table stored as int8 rows and scales; the float table is rebuilt once after
+    loading (a lookup is not a product: it gains nothing from integer kernels)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+        self.register_buffer("weight_int8", torch.zeros(num_embeddings, embedding_dim, dtype=torch.int8))
+        self.register_buffer("scale", torch.ones(num_embeddings))
+        self.register_buffer("weight", torch.zeros(num_embeddings, embedding_dim), persistent=False)
+        self.register_load_state_dict_post_hook(lambda module, _: module.rebuild())
+
+    @classmethod
+    def from_float(cls, embedding: nn.Embedding) -> "Int8Embedding":
+        module = cls(embedding.num_embeddings, embedding.embedding_dim, embedding.padding_idx)
+        module.weight_int8, module.scale = quantize_rows(embedding.weight)
+        module.rebuild()
+        return module
+
+    def rebuild(self) -> None:
+        self.weight = self.weight_int8.float() * self.scale[:, None]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.embedding(tokens, self.weight, self.padding_idx)

@@ -1,0 +1,73 @@
+"""Quantization noise in training: random blocks of a weight take the value the target scheme
+would give them, with straight-through gradients; the stored weights are never changed."""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from toolkit.errors import ConfigError
+
+from quant_noise.int8 import fake_int8
+
+
+def block_mask(weight: torch.Tensor, rate: float, block_size: int, generator: torch.Generator | None = None
+               ) -> torch.Tensor:
+    """(rows, cols) bool, True on the weights of the noised blocks: each block of ``block_size``
+    consecutive weights of a row is chosen with probability ``rate``."""
+    rows, cols = weight.shape
+    draws = torch.rand(rows, cols // block_size, generator=generator, device=weight.device)  # (rows, cols/b)
+    return (draws < rate).repeat_interleave(block_size, dim=1)
+
+
+def noised(weight: torch.Tensor, rate: float, block_size: int, scheme: str,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """The weight as this step sees it: chosen blocks dropped (iPQ, the others rescaled by
+    1/(1-rate)) or replaced by their int8 value; the gradient passes straight through to ``weight``."""
+    mask = block_mask(weight, rate, block_size, generator)
+    if scheme == "ipq":
+        target = weight.masked_fill(mask, 0.0) / (1.0 - rate)
+    else:
+        target = torch.where(mask, fake_int8(weight), weight)
+    return weight + (target - weight).detach()
+
+
+def check_block_size(name: str, width: int, block_size: int) -> None:
+    if width % block_size:
+        raise ConfigError(f"quant_noise: block size {block_size} does not divide the width {width} of {name}")
+
+
+def attach_noise(model: nn.Module, rates: dict[type, tuple[float, int]], scheme: str) -> list[str]:
+    """Make every ``nn.Linear`` and ``nn.Embedding`` of the encoder and decoder compute with a
+    noised weight in training mode (``rates[kind] = (rate, block size)``; rate 0 leaves a kind
+    alone). Returns the names of the modules changed; their state-dict keys do not change."""
+    changed = []
+    for name, module in model.named_modules():
+        kind = nn.Embedding if isinstance(module, nn.Embedding) else nn.Linear if isinstance(module, nn.Linear) else None
+        if kind is None or rates[kind][0] <= 0:
+            continue
+        rate, block_size = rates[kind]
+        check_block_size(name, module.weight.size(1), block_size)
+        module.noise = (rate, block_size, scheme)
+        module.forward = types.MethodType(_noisy_embedding if kind is nn.Embedding else _noisy_linear, module)
+        changed.append(name)
+    return changed
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    if not module.training:
+        return module.weight
+    rate, block_size, scheme = module.noise
+    return noised(module.weight, rate, block_size, scheme)
+
+
+def _noisy_linear(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, _weight(self), self.bias)
+
+
+def _noisy_embedding(self: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
+    return F.embedding(tokens, _weight(self), self.padding_idx, self.max_norm, self.norm_type,
+                       self.scale_grad_by_freq, self.sparse)

@@ -1,0 +1,34 @@
+"""The plugin's typed options (``+plugins.options.quant_noise.<key>=...``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from toolkit.errors import ConfigError
+
+SCHEMES = ("ipq", "int8")
+
+
+@dataclass
+class QuantNoiseOptions:
+    """Noise settings shape training only; ``quantized`` records the layout of a quantized
+    checkpoint (module name -> spec), which its model needs to be rebuilt (written by
+    ``toolkit-quantize``, never by hand)."""
+
+    scheme: str = "ipq"  # the noise of the target scheme: ipq (blocks dropped, the rest rescaled) | int8
+    linear_rate: float = 0.0  # fraction of each Linear weight's blocks noised per step
+    linear_block_size: int = 8  # block = this many consecutive input weights of one output row
+    embedding_rate: float = 0.0  # the same for embedding tables (rows cut along the embedding dim)
+    embedding_block_size: int = 8
+    quantized: dict[str, str] = field(default_factory=dict)  # module -> "int8" | "ipq:B:K" (toolkit-quantize)
+
+
+def check_noise(options: QuantNoiseOptions) -> None:
+    if options.scheme not in SCHEMES:
+        raise ConfigError(f"plugins.options.quant_noise.scheme must be one of {SCHEMES}, got {options.scheme!r}")
+    for kind in ("linear", "embedding"):
+        rate, block = getattr(options, f"{kind}_rate"), getattr(options, f"{kind}_block_size")
+        if not 0.0 <= rate < 1.0:
+            raise ConfigError(f"plugins.options.quant_noise.{kind}_rate must be in [0, 1), got {rate}")
+        if block < 1:
+            raise ConfigError(f"plugins.options.quant_noise.{kind}_block_size must be >= 1, got {block}")

@@ -1,0 +1,42 @@
+"""The quant_noise plugin's hooks: options, noise in training, rebuilding quantized models."""
+
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+from toolkit import hookimpl
+
+from quant_noise.layout import apply_layout, check_layout
+from quant_noise.noise import attach_noise
+from quant_noise.options import QuantNoiseOptions, check_noise
+
+NAME = "quant_noise"
+logger = logging.getLogger(__name__)
+
+
+@hookimpl
+def toolkit_register(registries) -> None:
+    # noise shapes training only; a quantized checkpoint records the plugin as "model" itself
+    registries.plugin_options.add(NAME, QuantNoiseOptions, role="training")
+
+
+@hookimpl
+def toolkit_modify_model(model, cfg) -> None:
+    """A quantized checkpoint's layout: its modules replaced (empty) before the weights load;
+    noise rates: noised weights in training mode."""
+    options = cfg.plugins.options.get(NAME)
+    if options is None:
+        return
+    check_noise(options)
+    if options.quantized:
+        layout = dict(options.quantized)
+        check_layout(model, layout)
+        apply_layout(model, layout, from_weights=False)
+        return
+    rates = {nn.Linear: (options.linear_rate, options.linear_block_size),
+             nn.Embedding: (options.embedding_rate, options.embedding_block_size)}
+    changed = attach_noise(model, rates, options.scheme)
+    if changed:
+        logger.info("quant_noise: %s noise on %d modules", options.scheme, len(changed))

@@ -1,0 +1,99 @@
+r"""toolkit-quantize: write a quantized copy of a trained model.
+
+    toolkit-quantize CKPT OUT --scheme int8          # int8 weights, integer kernels on the CPU
+    toolkit-quantize CKPT OUT --scheme ipq --block-size 8 --centroids 256
+    toolkit-quantize CKPT OUT --scheme ipq+int8      # iPQ for embeddings and feed-forward, int8 elsewhere
+
+The output is an inference checkpoint (``toolkit.checkpoint.save_inference_checkpoint``) whose
+config records the layout, so ``toolkit-generate``, ``Translator.from_checkpoint`` and
+``scripts/benchmark_generate.py`` load it (with this plugin installed); it loads with
+``torch.load(weights_only=True)``. Every check (scheme, block sizes, centroids, an input that
+is quantized already) runs before any work, and the file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from toolkit.checkpoint import load_checked, save_inference_checkpoint
+from toolkit.errors import ConfigError
+from toolkit.inference import load_for_inference
+from toolkit.plugins import get_plugins
+
+from quant_noise.layout import SCHEMES, apply_layout, plan
+from quant_noise.options import QuantNoiseOptions
+
+NAME = "quant_noise"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="toolkit-quantize", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--scheme", required=True, choices=SCHEMES)
+    parser.add_argument("--block-size", type=int, default=8, help="iPQ sub-vector size of Linear weights")
+    parser.add_argument("--embedding-block-size", type=int, default=8, help="iPQ sub-vector size of embeddings")
+    parser.add_argument("--centroids", type=int, default=256, help="iPQ centroids per matrix")
+    parser.add_argument("--keep-float", default="", help="comma-separated: embeddings, output")
+    parser.add_argument("--threads", type=int)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    from toolkit.cli import reporting_errors
+
+    with reporting_errors("toolkit-quantize"):
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        quantize(args)
+    return 0
+
+
+def quantize(args: argparse.Namespace) -> int:
+    """Load, plan and check, quantize, write; returns the output's bytes."""
+    if args.output.resolve() == args.checkpoint.resolve():
+        raise ConfigError("the output would replace the checkpoint being quantized: give another path")
+    if not args.output.parent.is_dir():
+        raise FileNotFoundError(f"no folder {args.output.parent} to write {args.output.name} in")
+    plugins = get_plugins()
+    state = load_checked(args.checkpoint, plugins, for_inference=True)
+    options = (state["cfg"].get("plugins") or {}).get("options", {}).get(NAME) or {}
+    if options.get("quantized"):
+        raise ConfigError(f"{args.checkpoint} is quantized already ({len(options['quantized'])} modules): "
+                          f"quantize the float checkpoint it came from")
+    cfg, task, model, state = load_for_inference(args.checkpoint, plugins, device="cpu", state=state)
+    float_bytes = weight_bytes(model)
+    keep_float = tuple(part for part in args.keep_float.split(",") if part)
+    layout = plan(model, args.scheme, args.block_size, args.centroids, args.embedding_block_size, keep_float)
+    apply_layout(model, layout, from_weights=True)
+    if NAME not in cfg.plugins.options:
+        cfg.plugins.options[NAME] = OmegaConf.structured(QuantNoiseOptions())
+    cfg.plugins.options[NAME].quantized = layout
+    size = save_inference_checkpoint(args.output, cfg, task, model, plugins, roles={NAME: "model"},
+                                     quantized_from={"checkpoint": str(args.checkpoint), "scheme": args.scheme},
+                                     num_updates=state.get("num_updates"))
+    original = os.path.getsize(args.checkpoint)
+    print(f"{args.scheme}: {len(layout)} modules quantized; {size:,} bytes, {size / original:.3f} of the input's "
+          f"{original:,} bytes ({size / float_bytes:.3f} of its {float_bytes:,} bytes of weights)")
+    return size
+
+
+def weight_bytes(model) -> int:
+    """Bytes of the model's stored tensors, each shared tensor (tied embeddings) counted once."""
+    unique = {t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}
+    return sum(unique.values())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

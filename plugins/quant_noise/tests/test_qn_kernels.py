@@ -1,0 +1,66 @@
+"""k-means, product quantization and int8 layers on known cases."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from toolkit.devices import PlacementError, check_placement
+from toolkit.errors import ConfigError
+
+from quant_noise.int8 import Int8Linear
+from quant_noise.ipq import PQLinear, check_pq
+from quant_noise.kmeans import kmeans
+
+
+def test_kmeans_recovers_known_clusters():
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    points = centers.repeat_interleave(50, 0) + 0.1 * torch.randn(200, 2, generator=generator)
+    found, assignments = kmeans(points, 4, seed=3)
+    order = torch.cdist(centers, found).argmin(1)
+    torch.testing.assert_close(found[order], centers, atol=0.05, rtol=0)
+    for cluster in range(4):  # each true cluster lands in one found cluster, whole
+        assert assignments[cluster * 50 : (cluster + 1) * 50].unique().numel() == 1
+
+
+def test_kmeans_handles_an_empty_cluster_and_too_many_centroids():
+    points = torch.tensor([[0.0], [0.0], [0.0], [5.0], [5.0], [9.0]])  # 3 distinct values
+    found, assignments = kmeans(points, 4, iterations=5)
+    assert torch.isfinite(found).all()
+    torch.testing.assert_close(found[assignments], points)  # every point sits on a centroid
+    with pytest.raises(ValueError, match="7 centroids for 6 sub-vectors"):
+        kmeans(points, 7)
+
+
+def test_pq_weights_are_centroids_of_codes_and_bad_shapes_are_refused():
+    torch.manual_seed(0)
+    linear = nn.Linear(16, 8)
+    pq = PQLinear.from_float(linear, block_size=4, centroids=8)
+    assert pq.pq.codes.dtype == torch.uint8 and pq.pq.centroids.dtype == torch.float16
+    rebuilt = pq.pq.centroids.float()[pq.pq.codes.long()].reshape(8, 16)
+    assert torch.equal(pq.pq.weight, rebuilt)
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(pq(x), x @ rebuilt.T + linear.bias.detach())
+    with pytest.raises(ConfigError, match="block size 3 does not divide the width 16 of w"):
+        check_pq("w", (8, 16), 3, 8)
+    with pytest.raises(ConfigError, match="64 centroids for the 32 sub-vectors of w"):
+        check_pq("w", (8, 16), 4, 64)
+
+
+def test_an_int8_linear_layer_is_close_to_float_and_runs_only_on_cpu_in_fp32():
+    torch.manual_seed(0)
+    linear = nn.Linear(256, 512)
+    int8 = Int8Linear.from_float(linear)
+    x = torch.randn(20, 256)
+    reference = linear(x)
+    error = (int8(x) - reference).norm() / reference.norm()
+    assert error < 0.02  # integer GEMM with activations quantized per batch
+    restored = Int8Linear(256, 512, True)
+    restored.load_state_dict(int8.state_dict())
+    torch.testing.assert_close(restored(x), int8(x))
+    with pytest.raises(PlacementError, match="runs only on cpu, not cuda"):
+        check_placement(nn.Sequential(int8), torch.device("cuda"), torch.float32)
+    with pytest.raises(PlacementError, match="runs only in float32, not float16"):
+        check_placement(nn.Sequential(int8), torch.device("cpu"), torch.float16)

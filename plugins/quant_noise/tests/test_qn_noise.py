@@ -1,0 +1,61 @@
+"""Quant-Noise in training: the configured fraction of blocks is noised, the stored weights
+never change, gradients reach the full-precision weights straight through."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from toolkit.errors import ConfigError
+
+from quant_noise.int8 import fake_int8
+from quant_noise.noise import attach_noise, block_mask, noised
+
+
+def test_the_noised_fraction_of_blocks_matches_the_rate():
+    weight = torch.randn(64, 32)
+    generator = torch.Generator().manual_seed(0)
+    fractions = [block_mask(weight, 0.25, 8, generator).float().mean().item() for _ in range(400)]
+    assert abs(sum(fractions) / len(fractions) - 0.25) < 0.01
+    mask = block_mask(weight, 0.5, 8, generator)
+    assert torch.equal(mask.reshape(64, 4, 8).all(-1), mask.reshape(64, 4, 8).any(-1))  # whole blocks
+
+
+@pytest.mark.parametrize("scheme", ["ipq", "int8"])
+def test_noise_values_and_straight_through_gradients(scheme):
+    weight = nn.Parameter(torch.randn(16, 24))
+    stored = weight.detach().clone()
+    out = noised(weight, 0.5, 4, scheme, torch.Generator().manual_seed(1))
+    mask = block_mask(stored, 0.5, 4, torch.Generator().manual_seed(1))
+    if scheme == "ipq":
+        expected = torch.where(mask, torch.zeros_like(stored), stored / 0.5)
+    else:
+        expected = torch.where(mask, fake_int8(stored), stored)
+    torch.testing.assert_close(out, expected)
+    upstream = torch.randn(16, 24)
+    (out * upstream).sum().backward()
+    torch.testing.assert_close(weight.grad, upstream)  # straight through, every weight
+    assert torch.equal(weight.detach(), stored)  # never modified in place
+
+
+def test_attached_noise_changes_training_forwards_only_and_keeps_keys():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 16), nn.Linear(16, 16))
+    keys, stored = list(model.state_dict()), {k: v.clone() for k, v in model.state_dict().items()}
+    changed = attach_noise(model, {nn.Linear: (0.5, 4), nn.Embedding: (0.5, 4)}, "int8")
+    assert changed == ["0", "1"] and list(model.state_dict()) == keys
+    tokens = torch.tensor([[1, 2, 3]])
+    plain = nn.functional.linear(model[0].weight[tokens], model[1].weight, model[1].bias)
+    model.train()
+    assert not torch.allclose(model(tokens), plain)
+    model.eval()
+    torch.testing.assert_close(model(tokens), plain)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, stored[key])
+
+
+def test_a_block_size_that_does_not_divide_the_width_is_refused():
+    with pytest.raises(ConfigError, match="block size 5 does not divide the width 16 of 1"):
+        attach_noise(nn.Sequential(nn.Embedding(10, 16), nn.Linear(16, 16)), {nn.Linear: (0.1, 5),
+                     nn.Embedding: (0.0, 8)}, "ipq")

@@ -1,0 +1,83 @@
+"""toolkit-quantize on the suite's toy model: each scheme decodes the toy test set close to
+fp32, loads with weights_only, and is as big as its tensors; bad input fails before any work."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+import torch
+
+from toolkit.checkpoint import load_checkpoint
+from toolkit.data.preprocess import read_lines
+from toolkit.generation.generator import GenerationConfig
+from toolkit.generation.translator import Translator
+from toolkit.scoring.bleu import score
+
+from quant_noise.int8 import Int8Linear
+from quant_noise.ipq import PQLinear
+from quant_noise.quantize import main as quantize_main
+
+
+def quantize(*args) -> None:
+    assert quantize_main([str(a) for a in args]) == 0
+
+
+def test_bleu(path, run) -> float:
+    data = run / "data-bin" / "toy-text"
+    sources, references = read_lines(data / "test.src")[:200], read_lines(data / "test.tgt")[:200]
+    translator = Translator.from_checkpoint(path, GenerationConfig(beam=2), "cpu", max_sentences=64)
+    return score([t.text for t in translator.translate(sources)], references).bleu
+
+
+test_bleu.__test__ = False  # a helper, not a test
+
+
+def tensor_bytes(weights: dict) -> int:
+    return sum({t.data_ptr(): t.numel() * t.element_size() for t in weights.values()}.values())
+
+
+# iPQ without its fine-tuning stages loses most of the toy model's BLEU (a relative weight error
+# near 0.5 at 8-weight blocks): its quality is not asserted here, only that it decodes
+@pytest.mark.parametrize("scheme, module, max_loss", [("int8", Int8Linear, 1.0), ("ipq", PQLinear, None),
+                                                      ("ipq+int8", PQLinear, None)])
+def test_a_quantized_model_decodes_and_is_as_big_as_its_tensors(trained_run, tmp_path, scheme, module, max_loss,
+                                                                 clean_config_store):
+    source, output = trained_run / "checkpoint_last.pt", tmp_path / f"{scheme}.pt"
+    quantize(source, output, "--scheme", scheme, "--centroids", "64")
+    state = torch.load(output, weights_only=True)  # plain tensors only
+    assert state["plugins"]["roles"]["quant_noise"] == "model"
+    rest = io.BytesIO()
+    torch.save({k: v for k, v in state.items() if k != "model"}, rest)
+    expected = tensor_bytes(state["model"]) + len(rest.getvalue())
+    assert abs(os.path.getsize(output) - expected) < 0.02 * expected + 20_000
+    float_bytes = tensor_bytes(load_checkpoint(source)["model"])
+    assert tensor_bytes(state["model"]) < (0.3 if scheme == "int8" else 0.2) * float_bytes
+    translator = Translator.from_checkpoint(output, GenerationConfig(), "cpu")
+    assert isinstance(translator.model.decoder.layers[0].ffn.fc1, module)
+    quantized_bleu = test_bleu(output, trained_run)
+    if max_loss is not None:
+        assert quantized_bleu > test_bleu(source, trained_run) - max_loss
+
+
+def test_bad_input_fails_before_any_work(trained_run, tmp_path, capsys, clean_config_store):
+    source = trained_run / "checkpoint_last.pt"
+    cases = [
+        (["--scheme", "ipq", "--block-size", "5"], "block size 5 does not divide the width"),
+        (["--scheme", "ipq", "--centroids", "100000"], "centroids for the"),
+    ]
+    for args, message in cases:
+        with pytest.raises(SystemExit):
+            quantize(source, tmp_path / "out.pt", *args)
+        assert message in capsys.readouterr().err
+    quantize(source, tmp_path / "int8.pt", "--scheme", "int8")
+    with pytest.raises(SystemExit):
+        quantize(tmp_path / "int8.pt", tmp_path / "again.pt", "--scheme", "ipq")
+    assert "is quantized already" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes((tmp_path / "int8.pt").read_bytes()[:5000])
+    with pytest.raises(SystemExit):
+        quantize(corrupt, tmp_path / "out.pt", "--scheme", "int8")
+    assert "corrupt.pt" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["corrupt.pt", "int8.pt"]
