@@ -54,8 +54,36 @@ class PQWeight(nn.Module):
 
     def rebuild(self) -> None:
         """weight = centroids[codes], once (after loading or quantizing)."""
-        flat = self.centroids.float()[self.codes.long()]  # (rows, cols/b, b)
-        self.weight = flat.reshape(self.rows, self.cols)
+        with torch.no_grad():
+            self.weight = self._from_centroids().detach()
+
+    def _from_centroids(self) -> torch.Tensor:
+        return self.centroids.float()[self.codes.long()].reshape(self.rows, self.cols)  # (rows, cols)
+
+    def current(self) -> torch.Tensor:
+        """The weight to compute with: rebuilt at every forward while the centroids train."""
+        return self._from_centroids() if self.trainable else self.weight
+
+    @property
+    def trainable(self) -> bool:
+        return isinstance(self.centroids, nn.Parameter)
+
+    def train_centroids(self) -> None:
+        """Make the centroids a float32 parameter (same state-dict key; the codes stay fixed).
+        Each centroid's gradient is averaged over the sub-vectors assigned to it."""
+        counts = torch.bincount(self.codes.long().flatten(), minlength=self.centroids.size(0))  # (K,)
+        centroids = nn.Parameter(self.centroids.detach().float().clone())
+        del self._buffers["centroids"]
+        self.centroids = centroids
+        centroids.register_hook(lambda grad: grad / counts.clamp_min(1).to(grad)[:, None])
+
+    def freeze(self) -> None:
+        """Back to fp16 centroids stored as a buffer, the weight rebuilt once."""
+        if self.trainable:
+            centroids = self.centroids.detach().to(torch.float16)
+            del self._parameters["centroids"]
+            self.register_buffer("centroids", centroids)
+        self.rebuild()
 
 
 class PQLinear(nn.Module):
@@ -74,7 +102,7 @@ class PQLinear(nn.Module):
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.pq.weight, self.bias)
+        return F.linear(x, self.pq.current(), self.bias)
 
 
 class PQEmbedding(nn.Module):
@@ -92,7 +120,7 @@ class PQEmbedding(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.pq.weight
+        return self.pq.current()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return F.embedding(tokens, self.pq.weight, self.padding_idx)
+        return F.embedding(tokens, self.pq.current(), self.padding_idx)

@@ -8,6 +8,7 @@ from torch import nn
 
 from toolkit import hookimpl
 
+from quant_noise.ipq import PQWeight
 from quant_noise.layout import apply_layout, check_layout
 from quant_noise.noise import attach_noise
 from quant_noise.options import QuantNoiseOptions, check_noise
@@ -40,3 +41,15 @@ def toolkit_modify_model(model, cfg) -> None:
     changed = attach_noise(model, rates, options.scheme)
     if changed:
         logger.info("quant_noise: %s noise on %d modules", options.scheme, len(changed))
+
+
+@hookimpl
+def toolkit_weights_loaded(model, cfg, origin: str) -> None:
+    """Training a quantized model fine-tunes its iPQ centroids (the codes stay fixed): they
+    become parameters here, before the optimizer is built; at inference they stay fp16."""
+    options = cfg.plugins.options.get(NAME)
+    if options is None or not options.quantized or origin == "inference":
+        return
+    quantized = [module for module in model.modules() if isinstance(module, PQWeight)]
+    for module in {id(m): m for m in quantized}.values():
+        module.train_centroids()

@@ -3,6 +3,12 @@ r"""toolkit-quantize: write a quantized copy of a trained model.
     toolkit-quantize CKPT OUT --scheme int8          # int8 weights, integer kernels on the CPU
     toolkit-quantize CKPT OUT --scheme ipq --block-size 8 --centroids 256
     toolkit-quantize CKPT OUT --scheme ipq+int8      # iPQ for embeddings and feed-forward, int8 elsewhere
+    toolkit-quantize CKPT OUT --scheme ipq --finetune-updates 300   # iterative: fine-tune between stages
+
+iPQ is iterative: feed-forward matrices, then attention, then embeddings are quantized, and
+with ``--finetune-updates N`` each stage is followed by N updates of the core's trainer on the
+checkpoint's own training data (``--finetune-lr``, fixed): the centroids (gradients averaged
+over their sub-vectors) and the weights not yet quantized learn to make up for the error.
 
 The output is an inference checkpoint (``toolkit.checkpoint.save_inference_checkpoint``) whose
 config records the layout, so ``toolkit-generate``, ``Translator.from_checkpoint`` and
@@ -17,6 +23,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -26,7 +33,8 @@ from toolkit.errors import ConfigError
 from toolkit.inference import load_for_inference
 from toolkit.plugins import get_plugins
 
-from quant_noise.layout import SCHEMES, apply_layout, plan
+from quant_noise.finetune import quantize_in_stages
+from quant_noise.layout import SCHEMES, plan
 from quant_noise.options import QuantNoiseOptions
 
 NAME = "quant_noise"
@@ -42,6 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--embedding-block-size", type=int, default=8, help="iPQ sub-vector size of embeddings")
     parser.add_argument("--centroids", type=int, default=256, help="iPQ centroids per matrix")
     parser.add_argument("--keep-float", default="", help="comma-separated: embeddings, output")
+    parser.add_argument("--finetune-updates", type=int, default=0, help="updates of fine-tuning after each stage")
+    parser.add_argument("--finetune-lr", type=float, default=1e-4)
+    parser.add_argument("--workdir", type=Path, help="fine-tuning runs go here (default: a temporary folder)")
     parser.add_argument("--threads", type=int)
     return parser.parse_args(argv)
 
@@ -62,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def quantize(args: argparse.Namespace) -> int:
     """Load, plan and check, quantize, write; returns the output's bytes."""
+    if args.finetune_updates < 0:
+        raise ConfigError(f"--finetune-updates must be >= 0, got {args.finetune_updates}")
     if args.output.resolve() == args.checkpoint.resolve():
         raise ConfigError("the output would replace the checkpoint being quantized: give another path")
     if not args.output.parent.is_dir():
@@ -76,12 +89,15 @@ def quantize(args: argparse.Namespace) -> int:
     float_bytes = weight_bytes(model)
     keep_float = tuple(part for part in args.keep_float.split(",") if part)
     layout = plan(model, args.scheme, args.block_size, args.centroids, args.embedding_block_size, keep_float)
-    apply_layout(model, layout, from_weights=True)
     if NAME not in cfg.plugins.options:
         cfg.plugins.options[NAME] = OmegaConf.structured(QuantNoiseOptions())
+    with tempfile.TemporaryDirectory() as tmp:
+        model = quantize_in_stages(cfg, task, model, plugins, layout, args.finetune_updates, args.finetune_lr,
+                                   args.workdir or Path(tmp))
     cfg.plugins.options[NAME].quantized = layout
     size = save_inference_checkpoint(args.output, cfg, task, model, plugins, roles={NAME: "model"},
-                                     quantized_from={"checkpoint": str(args.checkpoint), "scheme": args.scheme},
+                                     quantized_from={"checkpoint": str(args.checkpoint), "scheme": args.scheme,
+                                                     "finetune_updates_per_stage": args.finetune_updates},
                                      num_updates=state.get("num_updates"))
     original = os.path.getsize(args.checkpoint)
     print(f"{args.scheme}: {len(layout)} modules quantized; {size:,} bytes, {size / original:.3f} of the input's "
