@@ -1,0 +1,98 @@
+"""Stage 1: the teacher beam-translates the training sources, in chunks written atomically, so
+an interrupted run resumes at the first missing chunk with no line lost or repeated."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from toolkit.files import atomic_write_text
+from toolkit.generation.generator import GenerationConfig
+from toolkit.generation.translator import Translator
+
+logger = logging.getLogger("toolkit-distill")
+
+
+def translate_corpus(sources: list[str], folder: Path, teacher_path: Path, key: str, beam: int, batch: int,
+                     chunk_lines: int = 2000, engine: str = "toolkit", device: str = "auto") -> dict:
+    """Write ``folder/chunks/NNNNN.txt`` (one hypothesis per source line, empty for skipped
+    ones) and return counts and timing. Chunks of another teacher or settings (``key``) are
+    discarded first."""
+    chunks = folder / "chunks"
+    chunks.mkdir(parents=True, exist_ok=True)
+    owner = folder / "chunks.key"
+    if not owner.is_file() or owner.read_text() != key:  # another teacher's or settings' chunks
+        for old in chunks.glob("*.txt"):
+            old.unlink()
+        atomic_write_text(owner, key)
+    decode = _decoder(teacher_path, beam, batch, engine, device, folder / "teacher.ct2")
+    total = (len(sources) + chunk_lines - 1) // chunk_lines
+    seconds, skipped, translated = 0.0, 0, 0
+    for index in range(total):
+        path = chunks / f"{index:05d}.txt"
+        if path.is_file():
+            continue
+        lines = sources[index * chunk_lines : (index + 1) * chunk_lines]
+        start = time.perf_counter()
+        hypotheses, too_long = decode(lines)
+        seconds += time.perf_counter() - start
+        skipped += too_long
+        translated += len(lines)
+        atomic_write_text(path, "".join(h + "\n" for h in hypotheses))
+        logger.info("teacher: chunk %d/%d, %d sentences, %.1f sentences/s", index + 1, total, len(lines),
+                    translated / max(seconds, 1e-9))
+    return {"chunks": total, "translated_now": translated, "seconds_now": round(seconds, 1),
+            "skipped_too_long_now": skipped}
+
+
+def _decoder(teacher_path: Path, beam: int, batch: int, engine: str, device: str, export: Path):
+    """A function ``lines -> (hypotheses, sources too long)`` for the chosen engine."""
+    if engine == "ctranslate2":
+        return _ctranslate2_decoder(teacher_path, beam, batch, export)
+    translator = Translator.from_checkpoint(teacher_path, GenerationConfig(beam=beam), device, max_sentences=batch)
+    max_source = translator.model.max_positions()[0] - 1
+
+    def decode(lines: list[str]) -> tuple[list[str], int]:
+        ids = translator.task.src_tokenizer.encode([line.strip() for line in lines])
+        fits = [i for i, s in enumerate(ids) if len(s) <= max_source]  # longer sources: skipped, not cut
+        outputs = [""] * len(lines)
+        for i, translation in zip(fits, translator.translate([lines[i] for i in fits])):
+            outputs[i] = translation.text
+        return outputs, len(lines) - len(fits)
+
+    return decode
+
+
+def _ctranslate2_decoder(teacher_path: Path, beam: int, batch: int, export: Path):
+    import ctranslate2
+    import torch
+
+    from toolkit.export.ctranslate2 import detokenize, export_checkpoint, source_pieces
+    from toolkit.inference import load_for_inference
+
+    _, task, model, _ = load_for_inference(teacher_path, device="cpu")
+    if not (export / "model.bin").is_file():
+        export_checkpoint(teacher_path, export, force=True)
+    engine = ctranslate2.Translator(str(export), device="cpu", inter_threads=1,
+                                    intra_threads=torch.get_num_threads())
+    max_source = model.max_positions()[0] - 1
+
+    def decode(lines: list[str]) -> tuple[list[str], int]:
+        pieces = source_pieces(task, [line.strip() for line in lines])
+        fits = [i for i, p in enumerate(pieces) if 0 < len(p) <= max_source]
+        results = engine.translate_batch([pieces[i] for i in fits], beam_size=beam, max_batch_size=batch,
+                                         max_decoding_length=model.max_positions()[1] - 1)
+        outputs = [""] * len(lines)
+        for i, result in zip(fits, results):
+            outputs[i] = detokenize(task, result.hypotheses[0])
+        return outputs, sum(len(p) > max_source for p in pieces)
+
+    return decode
+
+
+def read_chunks(folder: Path) -> list[str]:
+    lines = []
+    for path in sorted((folder / "chunks").glob("*.txt")):
+        lines += path.read_text(encoding="utf-8").split("\n")[:-1]
+    return lines

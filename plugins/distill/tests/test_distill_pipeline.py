@@ -1,0 +1,93 @@
+"""toolkit-distill end to end on a slice of the toy corpus: line-aligned corpus, resumable
+teacher stage, stages skipped or redone by their inputs, a student that records its teacher."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from toolkit.checkpoint import load_checkpoint
+from toolkit.data.preprocess import read_lines
+
+from distill.cli import main as distill_main
+from distill.teacher import file_sha256
+from distill.translate import read_chunks
+
+STUDENT = ["student.model.encoder_layers=1", "student.model.decoder_layers=1", "student.optimization.max_update=8",
+           "student.common.log_format=none", "student.common.threads=1", "student.common.tensorboard_dir=null",
+           "student.dataset.max_tokens=512"]
+
+
+@pytest.fixture
+def small_data(trained_run, tmp_path):
+    """300 training pairs, 40 valid and test pairs of the toy corpus, one source line empty."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split, count in (("train", 300), ("valid", 40), ("test", 40)):
+        for lang in ("src", "tgt"):
+            lines = read_lines(trained_run / "data-bin" / "toy-text" / f"{split}.{lang}")[:count]
+            if split == "train" and lang == "src":
+                lines[7] = ""
+            (folder / f"{split}.{lang}").write_text("".join(line + "\n" for line in lines))
+    return folder
+
+
+def run(teacher, data, out, *extra) -> dict:
+    args = [f"teacher={teacher}", f"data={data}", f"out={out}", "source_lang=src", "target_lang=tgt",
+            "chunk_lines=100", "beam=2", *STUDENT, *extra]
+    assert distill_main(args) == 0
+    return {stage: json.loads((out / stage / "stamp.json").read_text()) for stage in
+            ("translate", "corpus", "student", "evaluate") if (out / stage / "stamp.json").is_file()}
+
+
+def test_sequence_kd_end_to_end_resumes_and_reruns_what_changed(trained_run, small_data, tmp_path, capsys,
+                                                                clean_config_store):
+    teacher, out = trained_run / "checkpoint_last.pt", tmp_path / "kd"
+    first = run(teacher, small_data, out)
+    sources = read_lines(small_data / "train.src")
+    outputs = read_chunks(out / "translate")
+    assert len(outputs) == 300 and outputs[7] == ""  # line-aligned; the empty source gave no output
+    corpus_src, corpus_tgt = read_lines(out / "corpus" / "train.src"), read_lines(out / "corpus" / "train.tgt")
+    assert corpus_src == [s for s, t in zip(sources, outputs) if s and t] and len(corpus_tgt) == len(corpus_src)
+    assert first["corpus"]["dropped"] >= 1
+    student = load_checkpoint(out / "student.pt")
+    assert student["distilled_from"]["teacher_sha256"] == file_sha256(teacher)
+    assert student["distilled_from"]["method"] == "sequence" and student["inference_only"]
+    assert first["evaluate"]["beam5"]["sentences_per_s"] > 0
+
+    capsys.readouterr()
+    again = run(teacher, small_data, out)  # nothing changed: every stage skipped
+    assert again == first
+
+    (out / "translate" / "stamp.json").unlink()  # interrupted after two of three chunks
+    (out / "translate" / "chunks" / "00002.txt").unlink()
+    resumed = run(teacher, small_data, out)
+    assert resumed["translate"]["translated_now"] == 100 and read_chunks(out / "translate") == outputs
+    assert resumed["corpus"] == first["corpus"]
+
+    (small_data / "train.tgt").write_text((small_data / "train.tgt").read_text().replace("a", "b", 1))
+    changed = run(teacher, small_data, out)  # the original targets changed: corpus and student redone
+    assert changed["translate"] == resumed["translate"] and changed["student"]["key"] != first["student"]["key"]
+
+
+def test_another_teacher_rebuilds_the_cache_and_bad_input_is_named(trained_run, small_data, tmp_path, capsys,
+                                                                   clean_config_store):
+    out = tmp_path / "kd"
+    run(trained_run / "checkpoint_last.pt", small_data, out, "student.optimization.max_update=2")
+    other = tmp_path / "other.pt"
+    shutil.copyfile(trained_run / "checkpoint1.pt", other)
+    rebuilt = run(other, small_data, out, "student.optimization.max_update=2")
+    assert rebuilt["translate"]["translated_now"] == 300  # none of the old teacher's chunks reused
+
+    for args, message in [
+        ([f"teacher={tmp_path / 'missing.pt'}", f"data={small_data}", f"out={out}"], "does not exist"),
+        ([f"teacher={other}", f"data={tmp_path}", f"out={out}", "source_lang=src", "target_lang=tgt"],
+         "has no train.src"),
+        ([f"teacher={other}", f"data={small_data}"], "missing out="),
+        ([f"teacher={other}", f"data={small_data}", f"out={out}", "beams=3"], "unknown setting 'beams'"),
+    ]:
+        with pytest.raises(SystemExit):
+            distill_main(args)
+        assert message in capsys.readouterr().err
