@@ -134,7 +134,8 @@ def compare_settings(args: argparse.Namespace, runs: dict[str, Translator], sour
         if generator.exit_policy is not None:
             shares = ", ".join(f"{share:.1%}" for share in generator.exit_histogram())
             print(f"  {'':<40} average exit {generator.average_exit():.2f} of {len(generator.exit_counts)} "
-                  f"blocks (tokens exiting at blocks 1..N: {shares})")
+                  f"blocks (tokens exiting at blocks 1..N: {shares}), "
+                  f"{generator.projections_per_token():.2f} vocabulary projections per token")
     first, second = totals.values()
     print(f"  time ratio {' / '.join(totals)} = {first['seconds'] / second['seconds']:.3f}")
 
