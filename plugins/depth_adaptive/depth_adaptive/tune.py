@@ -38,6 +38,7 @@ from depth_adaptive.tuning import fingerprint, write_tuned
 RANGES = {"confidence": (0.2, 1.0), "entropy": (0.0, 3.0), "halting": (0.05, 0.95)}
 ANCHORS = {"confidence": [0.5, 0.7, 0.9, 0.99], "entropy": [0.1, 0.5, 1.0, 2.0], "halting": [0.2, 0.5, 0.8]}
 OFF = {"confidence": 2.0, "entropy": 0.0}  # thresholds that switch a block's check off
+MEASURES = ("bleu", "average_exit", "projections", "cost")  # what a sample measured, beside its settings
 
 
 def draw_settings(policy: str, blocks: int, samples: int, seed: int) -> list[dict]:
@@ -144,7 +145,7 @@ def tune(args: argparse.Namespace) -> dict:
               f"cost {point['cost']:.2f} blocks", flush=True)
     chosen = choose(points, full["bleu"], args.max_bleu_drop)
     record = {"policy": args.policy, "checkpoint": str(args.checkpoint), "model": fingerprint(model),
-              "settings": {k: v for k, v in chosen.items() if k not in ("bleu", "average_exit")},
+              "settings": {k: v for k, v in chosen.items() if k not in MEASURES},
               "chosen": chosen, "full_depth": full, "rule": f"lowest cost (blocks + rho x projections) within "
               f"{args.max_bleu_drop} BLEU of full depth", "data": {"source": source, "sentences": len(sources), "beam": args.beam},
               "frontier": frontier(points), "samples": points}

@@ -5,7 +5,8 @@
 #   STAGE: tune (toolkit-tune-exits on valid: confidence and entropy on the aligned model, the
 #          geometric halting threshold on the halting model), results (test2016, decoded in
 #          this one process: run it on a quiet machine), plot; default all three.
-# Environment: THREADS (2), SAMPLES (12 random settings per policy), LIMIT (500 valid sentences).
+# Environment: THREADS (2), SAMPLES (12 random settings per policy), LIMIT (500 valid sentences),
+#              ROUNDS (1 alternating round of the adaptive comparison).
 set -euo pipefail
 DATA=${1:?data folder}
 RUNS=${2:?runs folder}
@@ -28,7 +29,7 @@ for stage in $STAGES; do
                     --threads "$THREADS" --device cpu --output "$RUNS/tuned/$policy.json"
             done ;;
         results)
-            python -m depth_adaptive.results "$RUNS" --data "$DATA" --threads "$THREADS" --rounds 2 ;;
+            python -m depth_adaptive.results "$RUNS" --data "$DATA" --threads "$THREADS" --rounds "${ROUNDS:-1}" ;;
         plot)
             python -m depth_adaptive.plot "$RUNS/results.json" --output "$HERE/../bleu_vs_speed.png" ;;
         *) echo "unknown stage $stage (tune, results, plot)" >&2; exit 2 ;;
