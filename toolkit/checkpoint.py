@@ -94,7 +94,7 @@ def plugin_records(cfg: DictConfig | Mapping, plugins: PluginSession,
                    roles: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The ``plugins`` entry of a checkpoint of a run configured by ``cfg``.
 
-    :param roles: roles to add or raise (``{"quant_noise": "model"}`` for a quantized model);
+    :param roles: roles to add or raise (``{"my_quantizer": "model"}`` for a model only that plugin rebuilds);
         ``"model"`` always wins over ``"training"``.
     :return: ``{"versions": {plugin: version}, "providers": {kind: plugin}, "roles": {plugin: role}}``.
     """
@@ -209,7 +209,7 @@ def save_inference_checkpoint(path: str | os.PathLike, cfg: DictConfig | Mapping
     :param cfg: the run config describing ``model`` as it is now (e.g. ``cfg.model.decoder_layers``
         after pruning); with ``verify`` the model is rebuilt from it (with the plugins that shape
         it) and must take ``model``'s weights exactly, so a file that would not load is never written.
-    :param roles: plugins to record beyond what ``cfg`` names, e.g. ``{"quant_noise": "model"}``
+    :param roles: plugins to record beyond what ``cfg`` names, e.g. ``{"my_quantizer": "model"}``
         for weights only that plugin's modules read.
     :param plugin_state: the plugins' state (``toolkit_checkpoint_state``'s format) to carry.
     :param metadata: plain entries to keep, e.g. ``num_updates``, ``averaged_from``, ``pruned_from``.

@@ -125,7 +125,7 @@ class GenerateConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16: the weights' type while decoding (scores stay fp32)
     threads: Optional[int] = None
     # merged over the checkpoint's plugins.options before the model is rebuilt, e.g.
-    # +plugin_options.layerdrop.decoder_layers_to_keep=[0,2,4]; each key must name a loaded plugin
+    # +plugin_options.my_pruner.decoder_layers_to_keep=[0,2,4]; each key must name a loaded plugin
     plugin_options: dict[str, Any] = field(default_factory=dict)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
@@ -184,8 +184,8 @@ def merge_plugin_options(options: Any, overrides: Any, registries: Any) -> DictC
 
 
 def parse_plugin_options(items: list[str]) -> dict[str, Any]:
-    """``["layerdrop.decoder_layers_to_keep=[0,2]", ...]`` (command-line ``--plugin-option``s)
-    as ``{"layerdrop": {"decoder_layers_to_keep": [0, 2]}}``; values are read as YAML."""
+    """``["my_pruner.decoder_layers_to_keep=[0,2]", ...]`` (command-line ``--plugin-option``s)
+    as ``{"my_pruner": {"decoder_layers_to_keep": [0, 2]}}``; values are read as YAML."""
     for item in items:
         key = item.split("=", 1)[0]
         if "=" not in item or "." not in key or not all(key.split(".")):

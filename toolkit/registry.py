@@ -126,9 +126,9 @@ class Registry(Generic[T]):
 class PluginOptionsRegistry:
     """Each plugin's options dataclass, and the role the plugin plays for a checkpoint.
 
-    ``registries.plugin_options.add("layerdrop", LayerDropOptions, role="training")`` in the
-    plugin's ``toolkit_register`` makes ``+plugins.options.layerdrop.<key>=...`` (training) and
-    ``+plugin_options.layerdrop.<key>=...`` (generation) typed: an unknown key lists the known
+    ``registries.plugin_options.add("my_pruner", MyPrunerOptions, role="training")`` in the
+    plugin's ``toolkit_register`` makes ``+plugins.options.my_pruner.<key>=...`` (training) and
+    ``+plugin_options.my_pruner.<key>=...`` (generation) typed: an unknown key lists the known
     ones, a wrong type fails, and the defaults are written into the run's config. ``role`` says
     whether a checkpoint trained with these options needs the plugin to rebuild its model
     (``"model"``: it adds or replaces modules) or only to train it (``"training"``).

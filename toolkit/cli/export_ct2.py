@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace an existing output directory")
     parser.add_argument("--plugin-option", action="append", default=[], metavar="PLUGIN.KEY=VALUE",
                         help="merged over the checkpoint's plugin options before export, e.g. "
-                             "layerdrop.decoder_layers_to_keep=[0,2] (repeatable)")
+                             "my_pruner.decoder_layers_to_keep=[0,2] (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     from toolkit.cli import reporting_errors
