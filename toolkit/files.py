@@ -102,3 +102,13 @@ def _alive(pid: int) -> bool:
     except OverflowError:
         return False
     return True
+
+
+def check_output_path(output: Path, source: Path) -> None:
+    """Refuse, before any work, an output that would replace its own input or has no folder."""
+    from toolkit.errors import ConfigError
+
+    if output.resolve() == source.resolve():
+        raise ConfigError(f"the output would replace its input {source}: give another path")
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"no folder {output.parent} to write {output.name} in")

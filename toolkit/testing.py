@@ -5,6 +5,8 @@ A plugin's ``tests/conftest.py`` takes them with ``from toolkit.testing import c
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from hydra.core.config_store import ConfigStore
 
@@ -38,3 +40,10 @@ def _drop_added(tree: dict, saved: dict) -> None:
             del tree[key]
         elif isinstance(tree[key], dict) and isinstance(saved[key], dict):
             _drop_added(tree[key], saved[key])
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (a distributed test's ``MASTER_PORT``)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,7 +1,6 @@
 """Real two-process data parallelism (gloo, spawned processes) against one process."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from toolkit.config import compose_train_config
 from toolkit.plugins import load_plugins
 from toolkit.checkpoint import CheckpointError, load_checkpoint
 from toolkit.training.sharding import is_sharded
+from toolkit.testing import free_port
 from toolkit.training.train import train
 
 SMALL = [
@@ -21,11 +21,6 @@ SMALL = [
     "dataset.max_positions=64", "common.log_format=none", "lr_scheduler.warmup_updates=5",
 ]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SkipLastDecoderBlockOnOddUpdates:
@@ -62,7 +57,7 @@ def _worker(rank: int, world: int, port: int, overrides: list[str], out: str, sk
 
 def run_two_processes(tmp_path, name, *overrides, skipping=False):
     out = str(tmp_path / name)
-    mp.start_processes(_worker, args=(2, _free_port(), list(overrides), out, skipping), nprocs=2,
+    mp.start_processes(_worker, args=(2, free_port(), list(overrides), out, skipping), nprocs=2,
                        start_method="spawn")
     return [torch.load(f"{out}.rank{r}", weights_only=True) for r in range(2)]
 

@@ -4,13 +4,13 @@ batch: the per-block classifiers, used outside the model's forward, are synchron
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
 
 from toolkit.config import compose_train_config
 from toolkit.plugins import load_plugins
+from toolkit.testing import free_port
 from toolkit.training.train import train
 
 import depth_adaptive.plugin
@@ -36,15 +36,10 @@ def _worker(rank: int, port: int, save_dir: str) -> None:
     torch.save(history["model"].state_dict(), f"{save_dir}.rank{rank}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_two_processes_equal_one_with_separate_classifiers(tmp_path, clean_config_store):
     threads = torch.get_num_threads()
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path / "ddp")), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(free_port(), str(tmp_path / "ddp")), nprocs=2, start_method="spawn")
     ranks = [torch.load(f"{tmp_path / 'ddp'}.rank{r}", weights_only=True) for r in range(2)]
     single = train(compose_train_config([*SMALL, "optimization.update_freq=2", f"checkpoint.save_dir={tmp_path / 'one'}",
                                          "common.tensorboard_dir=null"]), _session())["model"].state_dict()

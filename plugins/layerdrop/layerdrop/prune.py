@@ -28,6 +28,7 @@ from torch import nn
 from toolkit.checkpoint import load_checked, save_inference_checkpoint
 from toolkit.data.preprocess import read_lines
 from toolkit.errors import ConfigError
+from toolkit.files import check_output_path
 from toolkit.inference import load_for_inference
 from toolkit.plugins import get_plugins
 
@@ -77,10 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def prune(args: argparse.Namespace) -> int:
     """Load, choose the blocks, prune, write; returns the output's bytes."""
-    if args.output.resolve() == args.checkpoint.resolve():
-        raise ConfigError("the output would replace the checkpoint being pruned: give another path")
-    if not args.output.parent.is_dir():
-        raise FileNotFoundError(f"no folder {args.output.parent} to write {args.output.name} in")
+    check_output_path(args.output, args.checkpoint)
     plugins = get_plugins()
     state = load_checked(args.checkpoint, plugins, for_inference=True)
     cfg, task, model, state = load_for_inference(args.checkpoint, plugins, device="cpu", state=state)

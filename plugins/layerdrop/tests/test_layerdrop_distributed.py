@@ -4,11 +4,11 @@ or drift otherwise), and the weights equal one process with the same global batc
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
 
+from toolkit.testing import free_port
 from toolkit.training.train import train
 
 from layerdrop_testing import RATES, session, small_config
@@ -24,15 +24,10 @@ def _worker(rank: int, port: int, save_dir: str) -> None:
     torch.save({"model": history["model"].state_dict(), "losses": history["train_losses"]}, f"{save_dir}.rank{rank}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_two_processes_skip_the_same_blocks_and_equal_one(tmp_path, clean_config_store):
     threads = torch.get_num_threads()
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path / "ddp")), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(free_port(), str(tmp_path / "ddp")), nprocs=2, start_method="spawn")
     ranks = [torch.load(f"{tmp_path / 'ddp'}.rank{r}", weights_only=True) for r in range(2)]
     single = train(small_config(*COMMON, "optimization.update_freq=2", f"checkpoint.save_dir={tmp_path / 'one'}"),
                    session())

@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 
 from toolkit.checkpoint import load_checked, save_inference_checkpoint
 from toolkit.errors import ConfigError
+from toolkit.files import check_output_path
 from toolkit.inference import load_for_inference
 from toolkit.plugins import get_plugins
 
@@ -75,10 +76,7 @@ def quantize(args: argparse.Namespace) -> int:
     """Load, plan and check, quantize, write; returns the output's bytes."""
     if args.finetune_updates < 0:
         raise ConfigError(f"--finetune-updates must be >= 0, got {args.finetune_updates}")
-    if args.output.resolve() == args.checkpoint.resolve():
-        raise ConfigError("the output would replace the checkpoint being quantized: give another path")
-    if not args.output.parent.is_dir():
-        raise FileNotFoundError(f"no folder {args.output.parent} to write {args.output.name} in")
+    check_output_path(args.output, args.checkpoint)
     plugins = get_plugins()
     state = load_checked(args.checkpoint, plugins, for_inference=True)
     options = (state["cfg"].get("plugins") or {}).get("options", {}).get(NAME) or {}
