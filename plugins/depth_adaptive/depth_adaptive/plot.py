@@ -10,26 +10,16 @@ speeds measured in the same quiet process. Needs matplotlib
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 
-from toolkit.files import atomic_write_with
+from toolkit.plotting import plot_main
 
 FAMILIES = {"baselines (trained at depth n)": lambda r: r["model"].startswith("depth"),
             "aligned, exit n": lambda r: r["model"] == "aligned", "mixed, exit n": lambda r: r["model"] == "mixed"}
 
 
-def plot(results: dict, output: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit("depth_adaptive.plot needs matplotlib: pip install -e plugins/depth_adaptive[plot]") from None
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+def draw(results: dict, axes) -> None:
+    """The fixed-depth families as lines, the adaptive policies (beam 5) as stars."""
     for label, belongs in FAMILIES.items():
         rows = sorted((r for r in results["anytime"] if belongs(r)), key=lambda r: r["sentences_per_s"])
         if rows:
@@ -45,20 +35,11 @@ def plot(results: dict, output: Path) -> None:
     axes.set_xlabel(f"sentences/s (beam 5, batch {results['batch']}, {results['threads']} threads)")
     axes.set_ylabel(f"sacreBLEU ({results['split']})")
     axes.set_title("Depth-adaptive decoding: quality against speed")
-    axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower left")
-    figure.tight_layout()
-    atomic_write_with(output, lambda f: figure.savefig(f, format="png", dpi=120))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", type=Path)
-    parser.add_argument("--output", type=Path, required=True)
-    args = parser.parse_args(argv)
-    plot(json.loads(args.results.read_text()), args.output)
-    print(f"written {args.output}")
-    return 0
+    return plot_main(__doc__, draw, argv, needs="-e plugins/depth_adaptive[plot]")
 
 
 if __name__ == "__main__":

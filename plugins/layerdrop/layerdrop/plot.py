@@ -9,23 +9,13 @@ plugins/layerdrop[plot]``).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 
-from toolkit.files import atomic_write_with
+from toolkit.plotting import plot_main
 
 
-def plot(results: dict, output: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit("layerdrop.plot needs matplotlib: pip install -e plugins/layerdrop[plot]") from None
-    figure, axes = plt.subplots(figsize=(6.5, 4.2))
+def draw(results: dict, axes) -> None:
+    """One line per model pruned every other block, the models as trained as single points."""
     names = sorted({r["model"] for r in results["rows"] if r["pruned"]})
     for name in names:
         rows = sorted((r for r in results["rows"] if r["model"] == name and r["pruned"]
@@ -37,20 +27,11 @@ def plot(results: dict, output: Path) -> None:
     axes.set_xlabel("kept blocks, encoder + decoder (every other block)")
     axes.set_ylabel(f"sacreBLEU ({results['split']}, beam {results['beam']})")
     axes.set_title("LayerDrop: one model pruned to any depth")
-    axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    atomic_write_with(output, lambda f: figure.savefig(f, format="png", dpi=120))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", type=Path)
-    parser.add_argument("--output", type=Path, required=True)
-    args = parser.parse_args(argv)
-    plot(json.loads(args.results.read_text()), args.output)
-    print(f"written {args.output}")
-    return 0
+    return plot_main(__doc__, draw, argv, needs="-e plugins/layerdrop[plot]")
 
 
 if __name__ == "__main__":

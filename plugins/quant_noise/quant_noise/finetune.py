@@ -8,6 +8,7 @@ import copy
 import logging
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -85,4 +86,5 @@ def stage_config(cfg: DictConfig, layout: dict[str, str], updates: int, lr: floa
     run_cfg.lr_scheduler = {"_name": "fixed", "warmup_updates": 0}
     run_cfg.common.tensorboard_dir = None
     run_cfg.common.device = "cpu"  # int8 modules run on the CPU only
+    run_cfg.common.threads = torch.get_num_threads()  # toolkit-quantize --threads, not the training run's
     return run_cfg

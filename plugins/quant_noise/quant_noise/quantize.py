@@ -105,7 +105,12 @@ def quantize(args: argparse.Namespace) -> int:
 
 def weight_bytes(model) -> int:
     """Bytes of the model's stored tensors, each shared tensor (tied embeddings) counted once."""
-    unique = {t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}
+    return tensor_bytes(model.state_dict().values())
+
+
+def tensor_bytes(tensors) -> int:
+    """Bytes of ``tensors``, each storage (a tied weight) counted once."""
+    unique = {t.data_ptr(): t.numel() * t.element_size() for t in tensors}
     return sum(unique.values())
 
 

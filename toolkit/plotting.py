@@ -1,0 +1,50 @@
+"""Figures of results tables, shared by the plugins' plot scripts (matplotlib is optional).
+
+A plot module defines ``plot(results, axes)`` and its ``main`` is
+``plot_main(__doc__, plot, argv, needs=...)``: the command reads a results JSON file and writes
+a PNG atomically (``--output``), with a clear message when matplotlib is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from toolkit.files import atomic_write_with
+
+
+def pyplot(needs: str) -> Any:
+    """``matplotlib.pyplot`` on the non-interactive backend, or exit saying how to install it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit(f"plotting needs matplotlib: pip install {needs}") from None
+    return plt
+
+
+def write_plot(results: dict, draw: Callable[[dict, Any], None], output: Path, needs: str,
+               size: tuple[float, float] = (7, 4.5)) -> None:
+    """One figure with one axes, drawn by ``draw(results, axes)``, saved as PNG to ``output``."""
+    plt = pyplot(needs)
+    figure, axes = plt.subplots(figsize=size)
+    draw(results, axes)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    atomic_write_with(output, lambda f: figure.savefig(f, format="png", dpi=120))
+    plt.close(figure)
+
+
+def plot_main(doc: str | None, draw: Callable[[dict, Any], None], argv: Sequence[str] | None, needs: str) -> int:
+    """The command line of a plot module: ``RESULTS.json --output FILE.png``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    write_plot(json.loads(args.results.read_text()), draw, args.output, needs)
+    print(f"written {args.output}")
+    return 0
