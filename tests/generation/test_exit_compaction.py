@@ -95,6 +95,18 @@ def test_compacted_steps_equal_running_every_row_through_every_block(pre_norm):
 
 
 @torch.inference_mode()
+def test_few_running_rows_gather_their_caches_and_still_match():
+    """With under 1/8 of the rows running, attention copies their cached keys/values out
+    (``attention._gather_first``) instead of attending with every row: the same result."""
+    model = build(pre_norm=False)
+    src, targets, tables = inputs(rows=40)
+    tables[1:4] = 1
+    tables[1:4, :3] = BLOCKS  # 3 of 40 rows run every block of steps 1..3
+    expected = decode(model, src, targets, tables, masked_step)
+    torch.testing.assert_close(decode(model, src, targets, tables, compacted), expected, atol=1e-5, rtol=1e-5)
+
+
+@torch.inference_mode()
 def test_exit_blocks_are_reported_per_row():
     model = build(pre_norm=False)
     src, targets, tables = inputs()

@@ -78,7 +78,9 @@ class MultiheadAttention(nn.Module):
         """
         q, k, v = self._split_heads(self.qkv_proj(query), 3)  # the module itself: plugins may replace it
         k, v = cache.append(k, v)
-        return self._attend(q[rows], k[rows], v[rows], None, causal=False)
+        if _gather_first(rows, query.size(0)):
+            return self.out_proj(self._attention(q[rows], k[rows], v[rows], None, causal=False))
+        return self.out_proj(self._attention(q, k, v, None, causal=False)[rows])
 
     def cross_attend_rows(self, query: torch.Tensor, rows: torch.Tensor, key_value: torch.Tensor,
                           key_padding_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -90,12 +92,21 @@ class MultiheadAttention(nn.Module):
         """
         if cache.key is None:
             cache.key, cache.value = self._split_heads(self.kv_proj(key_value), 2)
-        (q,) = self._split_heads(self.q_proj(query), 1)
-        return self._attend(q, cache.key[rows], cache.value[rows], key_padding_mask[rows], causal=False)
+        (q,) = self._split_heads(self.q_proj(query), 1)  # (R, H, 1, hd)
+        if _gather_first(rows, key_value.size(0)):
+            return self.out_proj(self._attention(q, cache.key[rows], cache.value[rows], key_padding_mask[rows],
+                                                 causal=False))
+        every_row = q.new_zeros(key_value.size(0), *q.shape[1:]).index_copy_(0, rows, q)  # (N, H, 1, hd)
+        return self.out_proj(self._attention(every_row, cache.key, cache.value, key_padding_mask, causal=False)[rows])
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
                 causal: bool) -> torch.Tensor:
         """q: (B, H, T, hd), k and v: (B, H, S, hd), key_padding_mask: (B, S) -> (B, T, C)."""
+        return self.out_proj(self._attention(q, k, v, key_padding_mask, causal))
+
+    def _attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
+                   causal: bool) -> torch.Tensor:
+        """The heads' attention, concatenated, before the output projection: (B, T, H * hd)."""
         mask = None
         if key_padding_mask is not None:
             mask = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, S) True = may attend
@@ -104,4 +115,12 @@ class MultiheadAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
         )  # (B, H, T, hd)
         batch, _, length, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim))
+        return out.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim)
+
+
+def _gather_first(rows: torch.Tensor, batch: int) -> bool:
+    """Whether ``rows`` few enough of ``batch`` that copying their cached keys/values out is
+    cheaper than attending with every row and keeping theirs. Attention of one new position is
+    bound by reading the cache, and a copy reads and writes it: on a 2-core CPU (beam 5 x batch
+    64, 20 positions) attending with all 320 rows took 0.7 ms, gathering half of them first 3.0."""
+    return rows.numel() * 8 < batch

@@ -9,21 +9,47 @@ import torch
 
 @dataclass
 class KVCache:
-    """One attention's keys and values, (B, H, L, hd) each; empty until the first step."""
+    """One attention's keys and values, (B, H, L, hd) each; empty until the first step.
+
+    A self-attention cache is reordered lazily: ``defer_select`` only records the rows, and the
+    next ``append`` gathers them straight into the grown tensor (one copy of the cache per
+    decoding step instead of two: on a 2-core CPU the copies of ``index_select`` followed by
+    ``cat`` cost as much as a decoder block at beam 5 x batch 64).
+    """
 
     key: torch.Tensor | None = None
     value: torch.Tensor | None = None
+    pending_rows: torch.Tensor | None = None  # rows to take before the next append
 
     def append(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add this step's keys/values (B, H, t, hd); return everything cached so far."""
         if self.key is not None:
-            key, value = torch.cat([self.key, key], dim=2), torch.cat([self.value, value], dim=2)
-        self.key, self.value = key, value
+            key, value = _extend(self.key, self.pending_rows, key), _extend(self.value, self.pending_rows, value)
+        self.key, self.value, self.pending_rows = key, value, None
         return key, value
 
     def select(self, rows: torch.Tensor) -> None:
+        """Keep ``rows`` (in that order) now."""
         if self.key is not None:
-            self.key, self.value = self.key.index_select(0, rows), self.value.index_select(0, rows)
+            self.defer_select(rows)
+            self.key, self.value = self.key.index_select(0, self.pending_rows), self.value.index_select(0, self.pending_rows)
+            self.pending_rows = None
+
+    def defer_select(self, rows: torch.Tensor) -> None:
+        """Keep ``rows`` from the next ``append`` on (selections compose)."""
+        if self.key is not None:
+            self.pending_rows = rows if self.pending_rows is None else self.pending_rows.index_select(0, rows)
+
+
+def _extend(cached: torch.Tensor, rows: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
+    """``cat([cached[rows], new], dim=2)`` with one copy of ``cached``: (B, H, L, hd) -> (B', H, L+t, hd)."""
+    if rows is None or torch.is_grad_enabled():  # out= does not record gradients
+        return torch.cat([cached if rows is None else cached.index_select(0, rows), new], dim=2)
+    length = cached.size(2)
+    out = new.new_empty(new.size(0), new.size(1), length + new.size(2), new.size(3))
+    torch.index_select(cached, 0, rows, out=out[:, :, :length])
+    out[:, :, length:] = new
+    return out
 
 
 class IncrementalState:
@@ -46,7 +72,7 @@ class IncrementalState:
         a reorder within sentences changes nothing there.
         """
         for cache in self.self_attn:
-            cache.select(new_order)
+            cache.defer_select(new_order)  # gathered by the next step's append
 
     def select_sentences(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` of the cross-attention caches, when finished sentences leave the

@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--target-lang", default="en")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--limit", type=int, help="only the first N sentences (a quick look; the table uses all)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating timed rounds over the split")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--output", type=Path, required=True)
@@ -100,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    sources = read_lines(args.data / f"{args.split}.{args.source_lang}")
-    references = read_lines(args.data / f"{args.split}.{args.target_lang}")
+    sources = read_lines(args.data / f"{args.split}.{args.source_lang}")[: args.limit]
+    references = read_lines(args.data / f"{args.split}.{args.target_lang}")[: args.limit]
     rows = []
     for item in args.models:
         name, _, folder = item.partition("=")
