@@ -77,15 +77,18 @@ def decode_step_with_exits(decoder, tokens: torch.Tensor, encoder_out: EncoderOu
         projected onto the vocabulary (by the policy to decide, or to score a row): the cost
         that early exits add, next to the blocks they save.
 
-    Once a row exits, the blocks above do not run it: each gathers the rows still running
+    Once a row exits, the blocks above do not run it: each runs the rows still running
     (``DecoderLayer.forward(..., rows=)``) and, for the exited ones, only adds to its cache the
-    keys and values of their copied state. So decoding costs what the exits save.
+    keys and values of their copied state. So decoding costs what the exits save. A row's
+    logits are those the policy computed to decide, else its exit block's own classifier's
+    (``decoder.exit_heads``); without either, every row's state (its exit block's, copied
+    upward) goes through the shared output projection in one product at the end of the step.
     """
     x = decoder.embedding(tokens, state.length)  # (N, 1, C)
     batch, num_blocks = x.size(0), len(decoder.layers)
     exit_block = torch.full((batch,), num_blocks, dtype=torch.long, device=x.device)
     rows = torch.arange(batch, device=x.device)  # the rows still running
-    exited: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, their logits) per exit block
+    decided: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, their logits) computed before the end
     policy.begin_step(encoder_out)
     projected = 0
     for i, layer in enumerate(decoder.layers):
@@ -96,24 +99,34 @@ def decode_step_with_exits(decoder, tokens: torch.Tensor, encoder_out: EncoderOu
             exits, logits = decision if isinstance(decision, tuple) else (decision, None)
             projected += logits.size(0) if logits is not None else 0
             if exits.any():
-                leaving = rows[exits]
-                if logits is None:
+                where = exits.nonzero().squeeze(1)
+                leaving = rows.index_select(0, where)
+                if logits is not None:
+                    decided.append((leaving, logits.index_select(0, where)))
+                elif decoder.exit_heads is not None:
+                    decided.append((leaving, decoder.project(x[leaving, 0], i)))
                     projected += leaving.numel()
-                exited.append((leaving, logits[exits] if logits is not None else decoder.project(x[leaving, 0], i)))
-                exit_block[leaving] = i + 1
+                exit_block.index_fill_(0, leaving, i + 1)
                 rows = rows[~exits]
     state.length += 1
-    return _gather_logits(decoder, x, rows, exited, batch), exit_block, projected + rows.numel()
+    logits, shared = _step_logits(decoder, x[:, 0], decided)
+    return logits, exit_block, projected + shared
 
 
-def _gather_logits(decoder, x: torch.Tensor, rows: torch.Tensor, exited: list[tuple[torch.Tensor, torch.Tensor]],
-                   batch: int) -> torch.Tensor:
-    """(N, V) logits: the last block's for ``rows``, each exit block's own for the rows that left there."""
-    if not exited:
-        return decoder.project(x[:, 0])
-    last = decoder.project(x[rows, 0])  # (R, V)
-    logits = last.new_empty(batch, last.size(-1))
-    logits[rows] = last
-    for leaving, block_logits in exited:
-        logits[leaving] = block_logits.to(logits.dtype)
-    return logits
+def _step_logits(decoder, hidden: torch.Tensor, decided: list[tuple[torch.Tensor, torch.Tensor]]
+                 ) -> tuple[torch.Tensor, int]:
+    """(N, V) logits: ``decided`` rows keep theirs, the others get the shared output projection
+    of their state in ``hidden`` (N, C); also the number of rows that projection took."""
+    if not decided:
+        return decoder.project(hidden), hidden.size(0)
+    pending = torch.ones(hidden.size(0), dtype=torch.bool, device=hidden.device)
+    for leaving, _ in decided:
+        pending[leaving] = False
+    remaining = pending.nonzero().squeeze(1)
+    first = decided[0][1]
+    logits = first.new_empty(hidden.size(0), first.size(-1))
+    if remaining.numel():
+        logits.index_copy_(0, remaining, decoder.project(hidden.index_select(0, remaining)).to(logits.dtype))
+    for leaving, block_logits in decided:
+        logits.index_copy_(0, leaving, block_logits.to(logits.dtype))
+    return logits, remaining.numel()
