@@ -12,6 +12,7 @@ from pathlib import Path
 from toolkit.data.preprocess import DataError, read_lines
 from toolkit.errors import ConfigError
 from toolkit.files import atomic_write_text
+from toolkit.training.distributed import init_distributed, shutdown
 
 from distill.stages import fingerprint, run_stage
 from distill.teacher import file_sha256
@@ -31,7 +32,8 @@ class DistillSettings:
     method: str = "sequence"  # sequence: train on the teacher's outputs; word: KD loss on real targets; both
     engine: str = "toolkit"  # toolkit | ctranslate2 (the teacher's decoder for the training set)
     beam: int = 5
-    batch: int = 64
+    batch: int = 64  # the teacher's batches: at most this many sentences...
+    max_tokens: int = 4096  # ...and this many source tokens (ctranslate2: tokens only)
     chunk_lines: int = 2000
     mix_original: bool = False  # also keep the original targets in the student's corpus
     alpha: float = 0.5  # word-level KD weight
@@ -54,8 +56,13 @@ def check(settings: DistillSettings) -> None:
 
 
 def distill(settings: DistillSettings) -> dict:
-    """Run (or resume) every stage; returns each stage's record, timings included."""
+    """Run (or resume) every stage; returns each stage's record, timings included.
+
+    Under torchrun every rank translates its shard of the training sources and the student
+    trains data-parallel; rank 0 writes the corpus and evaluates, and the other ranks return
+    after training."""
     check(settings)
+    context = init_distributed("auto")
     teacher_hash = file_sha256(settings.teacher)
     records = {}
     sources = settings.data / f"train.{settings.source_lang}"
@@ -63,16 +70,21 @@ def distill(settings: DistillSettings) -> dict:
         key = fingerprint("translate", teacher_hash, sources, settings.engine, settings.beam)
         records["translate"] = run_stage(settings.out / "translate", "translate", key, lambda folder: timed(
             lambda: translate_corpus(read_lines(sources), folder, settings.teacher, key, settings.beam, settings.batch,
-                                     settings.chunk_lines, settings.engine)))
+                                     settings.max_tokens, settings.chunk_lines, settings.engine, context=context)),
+            context, everyone=True)
         corpus_key = fingerprint("corpus", key, settings.mix_original, settings.data / f"train.{settings.target_lang}")
     else:
         corpus_key = fingerprint("corpus", "original", settings.data / f"train.{settings.target_lang}")
     records["corpus"] = run_stage(settings.out / "corpus", "corpus", corpus_key,
-                                  lambda folder: write_corpus(settings, folder))
+                                  lambda folder: write_corpus(settings, folder), context)
     train_key = fingerprint("student", corpus_key, teacher_hash, settings.method, settings.alpha, settings.temperature,
                             settings.student)
     records["student"] = run_stage(settings.out / "student", "student", train_key,
-                                   lambda folder: timed(lambda: train_student(settings, folder, teacher_hash)))
+                                   lambda folder: timed(lambda: train_student(settings, folder, teacher_hash)),
+                                   context, everyone=True)
+    shutdown(context)  # training left the job already if it ran; evaluation is rank 0's alone
+    if not context.is_master:
+        return records
     records["evaluate"] = run_stage(settings.out / "evaluate", "evaluate", fingerprint("evaluate", train_key),
                                     lambda folder: evaluate(settings, records["student"], teacher_hash))
     return records

@@ -11,7 +11,10 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+import torch.distributed as dist
+
 from toolkit.files import atomic_write_text
+from toolkit.training.distributed import DistributedContext
 
 logger = logging.getLogger("toolkit-distill")
 
@@ -30,18 +33,40 @@ def fingerprint(*parts: Any) -> str:
     return digest.hexdigest()
 
 
-def run_stage(folder: Path, name: str, key: str, work: Callable[[Path], dict]) -> dict:
+def run_stage(folder: Path, name: str, key: str, work: Callable[[Path], dict],
+              context: DistributedContext | None = None, everyone: bool = False) -> dict:
     """Run ``work(folder)`` unless ``folder/stamp.json`` says it was done for ``key``; the stamp
-    (with what ``work`` returns) is written last, so an interrupted stage is redone or resumed."""
+    (with what ``work`` returns) is written last, so an interrupted stage is redone or resumed.
+
+    Under torchrun (``context``) every rank reads the stamp; ``work`` runs on every rank
+    (``everyone``: a sharded or data-parallel stage) or on rank 0 while the others wait, and
+    rank 0 writes the stamp.
+    """
+    context = context or DistributedContext()
     stamp = folder / "stamp.json"
-    if stamp.is_file():
+    record = json.loads(stamp.read_text()) if stamp.is_file() else None
+    if record is not None and record.get("key") == key:
+        logger.info("%s: done before (%s), skipped", name, folder)
+        return record
+    _barrier(context)  # every rank has read the stamp before rank 0 removes it
+    if context.is_master:
+        if record is not None:
+            logger.info("%s: its inputs changed since %s was made: redone", name, folder)
+            os.remove(stamp)
+        folder.mkdir(parents=True, exist_ok=True)
+    _barrier(context)
+    record = {"key": key, **work(folder)} if everyone or context.is_master else None
+    if context.is_master:
+        atomic_write_text(stamp, json.dumps(record, indent=1))
+    if _barrier(context) and not context.is_master and record is None:
         record = json.loads(stamp.read_text())
-        if record.get("key") == key:
-            logger.info("%s: done before (%s), skipped", name, folder)
-            return record
-        logger.info("%s: its inputs changed since %s was made: redone", name, folder)
-        os.remove(stamp)
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {"key": key, **work(folder)}
-    atomic_write_text(stamp, json.dumps(record, indent=1))
     return record
+
+
+def _barrier(context: DistributedContext) -> bool:
+    """Wait for every rank, if the job's process group is up (training tears it down at its
+    end); returns whether it waited."""
+    if context.enabled and dist.is_initialized():
+        dist.barrier()
+        return True
+    return False

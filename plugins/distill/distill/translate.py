@@ -1,5 +1,6 @@
 """Stage 1: the teacher beam-translates the training sources, in chunks written atomically, so
-an interrupted run resumes at the first missing chunk with no line lost or repeated."""
+an interrupted run resumes at the first missing chunk with no line lost or repeated. Under
+torchrun each rank translates every ``world_size``-th chunk (its shard)."""
 
 from __future__ import annotations
 
@@ -7,50 +8,69 @@ import logging
 import time
 from pathlib import Path
 
+import torch
+from tqdm import tqdm
+
 from toolkit.files import atomic_write_text
 from toolkit.generation.generator import GenerationConfig
 from toolkit.generation.translator import Translator
+from toolkit.training.distributed import DistributedContext
 
 logger = logging.getLogger("toolkit-distill")
 
 
 def translate_corpus(sources: list[str], folder: Path, teacher_path: Path, key: str, beam: int, batch: int,
-                     chunk_lines: int = 2000, engine: str = "toolkit", device: str = "auto") -> dict:
+                     max_tokens: int, chunk_lines: int = 2000, engine: str = "toolkit", device: str = "auto",
+                     context: DistributedContext | None = None) -> dict:
     """Write ``folder/chunks/NNNNN.txt`` (one hypothesis per source line, empty for skipped
-    ones) and return counts and timing. Chunks of another teacher or settings (``key``) are
-    discarded first."""
+    ones) and return counts and timing, summed over the ranks (seconds: the slowest rank's).
+    Batches hold at most ``batch`` sentences and ``max_tokens`` source tokens. Chunks of
+    another teacher or settings (``key``) are discarded first."""
+    context = context or DistributedContext()
     chunks = folder / "chunks"
-    chunks.mkdir(parents=True, exist_ok=True)
     owner = folder / "chunks.key"
-    if not owner.is_file() or owner.read_text() != key:  # another teacher's or settings' chunks
-        for old in chunks.glob("*.txt"):
-            old.unlink()
-        atomic_write_text(owner, key)
-    decode = _decoder(teacher_path, beam, batch, engine, device, folder / "teacher.ct2")
+    if context.is_master:
+        chunks.mkdir(parents=True, exist_ok=True)
+        if not owner.is_file() or owner.read_text() != key:  # another teacher's or settings' chunks
+            for old in chunks.glob("*.txt"):
+                old.unlink()
+            atomic_write_text(owner, key)
+        if engine == "ctranslate2" and not (folder / "teacher.ct2" / "model.bin").is_file():
+            from toolkit.export.ctranslate2 import export_checkpoint
+
+            export_checkpoint(teacher_path, folder / "teacher.ct2", force=True)  # once, for every rank
+    context.barrier()
     total = (len(sources) + chunk_lines - 1) // chunk_lines
+    mine = [i for i in range(context.rank, total, context.world_size) if not (chunks / f"{i:05d}.txt").is_file()]
     seconds, skipped, translated = 0.0, 0, 0
-    for index in range(total):
-        path = chunks / f"{index:05d}.txt"
-        if path.is_file():
-            continue
-        lines = sources[index * chunk_lines : (index + 1) * chunk_lines]
-        start = time.perf_counter()
-        hypotheses, too_long = decode(lines)
-        seconds += time.perf_counter() - start
-        skipped += too_long
-        translated += len(lines)
-        atomic_write_text(path, "".join(h + "\n" for h in hypotheses))
-        logger.info("teacher: chunk %d/%d, %d sentences, %.1f sentences/s", index + 1, total, len(lines),
-                    translated / max(seconds, 1e-9))
-    return {"chunks": total, "translated_now": translated, "seconds_now": round(seconds, 1),
-            "skipped_too_long_now": skipped}
+    if mine:
+        decode = _decoder(teacher_path, beam, batch, max_tokens, engine, device, folder / "teacher.ct2")
+        progress = tqdm(total=sum(len(sources[i * chunk_lines : (i + 1) * chunk_lines]) for i in mine),
+                        unit="sent", desc=f"teacher (rank {context.rank})", disable=None)
+        for index in mine:
+            lines = sources[index * chunk_lines : (index + 1) * chunk_lines]
+            start = time.perf_counter()
+            hypotheses, too_long = decode(lines)
+            seconds += time.perf_counter() - start
+            skipped += too_long
+            translated += len(lines)
+            atomic_write_text(chunks / f"{index:05d}.txt", "".join(h + "\n" for h in hypotheses))
+            progress.update(len(lines))
+            logger.info("teacher: chunk %d/%d, %d sentences, %.1f sentences/s", index + 1, total, len(lines),
+                        translated / max(seconds, 1e-9))
+        progress.close()
+    sums = context.sum_metrics({"translated_now": translated, "skipped_too_long_now": skipped}, torch.device("cpu"))
+    return {"chunks": total, "translated_now": int(sums["translated_now"]),
+            "seconds_now": round(max(context.all_gather(seconds)), 1), "per_rank": context.all_gather(translated),
+            "skipped_too_long_now": int(sums["skipped_too_long_now"])}
 
 
-def _decoder(teacher_path: Path, beam: int, batch: int, engine: str, device: str, export: Path):
+def _decoder(teacher_path: Path, beam: int, batch: int, max_tokens: int, engine: str, device: str, export: Path):
     """A function ``lines -> (hypotheses, sources too long)`` for the chosen engine."""
     if engine == "ctranslate2":
-        return _ctranslate2_decoder(teacher_path, beam, batch, export)
-    translator = Translator.from_checkpoint(teacher_path, GenerationConfig(beam=beam), device, max_sentences=batch)
+        return _ctranslate2_decoder(teacher_path, beam, max_tokens, export)
+    translator = Translator.from_checkpoint(teacher_path, GenerationConfig(beam=beam), device, max_sentences=batch,
+                                            max_tokens=max_tokens)
     max_source = translator.model.max_positions()[0] - 1
 
     def decode(lines: list[str]) -> tuple[list[str], int]:
@@ -64,16 +84,14 @@ def _decoder(teacher_path: Path, beam: int, batch: int, engine: str, device: str
     return decode
 
 
-def _ctranslate2_decoder(teacher_path: Path, beam: int, batch: int, export: Path):
+def _ctranslate2_decoder(teacher_path: Path, beam: int, max_tokens: int, export: Path):
     import ctranslate2
     import torch
 
-    from toolkit.export.ctranslate2 import detokenize, export_checkpoint, source_pieces
+    from toolkit.export.ctranslate2 import detokenize, source_pieces
     from toolkit.inference import load_for_inference
 
     _, task, model, _ = load_for_inference(teacher_path, device="cpu")
-    if not (export / "model.bin").is_file():
-        export_checkpoint(teacher_path, export, force=True)
     engine = ctranslate2.Translator(str(export), device="cpu", inter_threads=1,
                                     intra_threads=torch.get_num_threads())
     max_source = model.max_positions()[0] - 1
@@ -81,7 +99,8 @@ def _ctranslate2_decoder(teacher_path: Path, beam: int, batch: int, export: Path
     def decode(lines: list[str]) -> tuple[list[str], int]:
         pieces = source_pieces(task, [line.strip() for line in lines])
         fits = [i for i, p in enumerate(pieces) if 0 < len(p) <= max_source]
-        results = engine.translate_batch([pieces[i] for i in fits], beam_size=beam, max_batch_size=batch,
+        results = engine.translate_batch([pieces[i] for i in fits], beam_size=beam, max_batch_size=max_tokens,
+                                         batch_type="tokens",
                                          max_decoding_length=model.max_positions()[1] - 1)
         outputs = [""] * len(lines)
         for i, result in zip(fits, results):

@@ -20,20 +20,6 @@ STUDENT = ["student.model.encoder_layers=1", "student.model.decoder_layers=1", "
            "student.dataset.max_tokens=512"]
 
 
-@pytest.fixture
-def small_data(trained_run, tmp_path):
-    """300 training pairs, 40 valid and test pairs of the toy corpus, one source line empty."""
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for split, count in (("train", 300), ("valid", 40), ("test", 40)):
-        for lang in ("src", "tgt"):
-            lines = read_lines(trained_run / "data-bin" / "toy-text" / f"{split}.{lang}")[:count]
-            if split == "train" and lang == "src":
-                lines[7] = ""
-            (folder / f"{split}.{lang}").write_text("".join(line + "\n" for line in lines))
-    return folder
-
-
 def run(teacher, data, out, *extra) -> dict:
     args = [f"teacher={teacher}", f"data={data}", f"out={out}", "source_lang=src", "target_lang=tgt",
             "chunk_lines=100", "beam=2", *STUDENT, *extra]
