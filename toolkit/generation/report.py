@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import resource
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -68,3 +70,27 @@ def decode_alternately(runs: Mapping[str, Any], sources: Sequence[str], rounds: 
             totals[name]["tokens"] += meter.tokens
             totals[name]["sentences"] += meter.sentences
     return totals
+
+
+def add_test_set_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a results script that decodes a test set: ``--data`` (a folder with
+    SPLIT.SRC and SPLIT.TGT), ``--split``, ``--source-lang``, ``--target-lang``, ``--batch``,
+    ``--limit`` and ``--threads``; ``read_test_set`` reads what they name."""
+    parser.add_argument("--data", type=Path, required=True, help="folder with SPLIT.SRC and SPLIT.TGT")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--source-lang", default="de")
+    parser.add_argument("--target-lang", default="en")
+    parser.add_argument("--batch", type=int, default=64, help="sentences per batch")
+    parser.add_argument("--limit", type=int, help="only the first N sentences (a quick look; tables use all)")
+    parser.add_argument("--threads", type=int)
+
+
+def read_test_set(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Sources and references of ``add_test_set_arguments``' options (``--threads`` applied)."""
+    from toolkit.data.preprocess import read_lines
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sources = read_lines(args.data / f"{args.split}.{args.source_lang}")[: args.limit]
+    references = read_lines(args.data / f"{args.split}.{args.target_lang}")[: args.limit]
+    return sources, references

@@ -26,10 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from toolkit.data.preprocess import read_lines
 from toolkit.files import atomic_write_text
 from toolkit.generation.generator import GenerationConfig
-from toolkit.generation.report import decode_alternately
+from toolkit.generation.report import add_test_set_arguments, decode_alternately, read_test_set
 from toolkit.generation.translator import Translator
 from toolkit.inference import load_for_inference
 from toolkit.scoring.bleu import score
@@ -42,14 +41,9 @@ SEARCHES = {"beam5": 5, "greedy": 1}
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path)
-    parser.add_argument("--data", type=Path, required=True, help="folder with SPLIT.SRC and SPLIT.TGT")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--source-lang", default="de")
-    parser.add_argument("--target-lang", default="en")
-    parser.add_argument("--batch", type=int, default=64)
+    add_test_set_arguments(parser)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the adaptive comparison")
     parser.add_argument("--patience", type=int, nargs="*", default=[1, 2], help="PABEE settings to measure")
-    parser.add_argument("--threads", type=int)
     parser.add_argument("--output", type=Path, help="default RUNS/results.json")
     return parser.parse_args(argv)
 
@@ -159,10 +153,7 @@ def markdown(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    sources = read_lines(args.data / f"{args.split}.{args.source_lang}")
-    references = read_lines(args.data / f"{args.split}.{args.target_lang}")
+    sources, references = read_test_set(args)
     results = {"split": args.split, "sentences": len(sources), "batch": args.batch, "threads": torch.get_num_threads(),
                "anytime": anytime_rows(args.runs, sources, references, args.batch),
                "adaptive": adaptive_rows(args.runs, sources, references, args)}

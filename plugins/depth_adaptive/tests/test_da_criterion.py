@@ -13,7 +13,7 @@ from depth_adaptive.heads import attach_exit_heads
 from depth_adaptive.options import DepthAdaptiveOptions
 from toolkit.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 
-from conftest import BLOCKS, VOCAB, tiny_batch, tiny_model
+from da_testing import BLOCKS, VOCAB, tiny_batch, tiny_model
 
 
 def reference_loss(logits: torch.Tensor, sample: dict, epsilon: float = 0.1) -> torch.Tensor:

@@ -15,7 +15,7 @@ from depth_adaptive.plugin import toolkit_weights_loaded
 from depth_adaptive.policies import HaltingConfig, HaltingExit
 from toolkit.models.base import EncoderOutput
 
-from conftest import BLOCKS, VOCAB, tiny_batch, tiny_model
+from da_testing import BLOCKS, VOCAB, tiny_batch, tiny_model
 
 
 def test_geometric_q_sums_to_one_and_matches_a_hand_computation():

@@ -17,7 +17,7 @@ from toolkit.generation.exit_policy import decode_step_with_exits
 from toolkit.generation.generator import GenerationConfig, SequenceGenerator
 from toolkit.generation.search import BeamSearch, BeamSearchConfig
 
-from conftest import BLOCKS, VOCAB, tiny_model
+from da_testing import BLOCKS, VOCAB, tiny_model
 
 
 class LogitsDecoder:

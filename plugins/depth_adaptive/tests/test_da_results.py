@@ -7,7 +7,7 @@ import torch
 
 from depth_adaptive.results import truncated
 
-from conftest import BLOCKS, tiny_batch, tiny_model
+from da_testing import BLOCKS, tiny_batch, tiny_model
 
 
 def test_a_truncated_model_equals_exit_n_and_leaves_the_model_whole():

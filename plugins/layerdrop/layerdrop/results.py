@@ -19,10 +19,9 @@ from pathlib import Path
 import torch
 
 from toolkit.checkpoint import load_checkpoint
-from toolkit.data.preprocess import read_lines
 from toolkit.files import atomic_write_text
 from toolkit.generation.generator import GenerationConfig
-from toolkit.generation.report import decode_alternately
+from toolkit.generation.report import add_test_set_arguments, decode_alternately, read_test_set
 from toolkit.generation.translator import Translator
 from toolkit.plugins import load_plugins
 from toolkit.scoring.bleu import score
@@ -34,14 +33,9 @@ from layerdrop.pruning import spread
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", metavar="NAME=CKPT[@as-is]")
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--source-lang", default="de")
-    parser.add_argument("--target-lang", default="en")
+    add_test_set_arguments(parser)
     parser.add_argument("--depths", nargs="+", default=["6+6", "4+4", "6+3", "3+6", "3+3", "2+2"])
     parser.add_argument("--beam", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--threads", type=int)
     parser.add_argument("--output", type=Path, required=True)
     return parser.parse_args(argv)
 
@@ -92,10 +86,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    sources = read_lines(args.data / f"{args.split}.{args.source_lang}")
-    references = read_lines(args.data / f"{args.split}.{args.target_lang}")
+    sources, references = read_test_set(args)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for item in args.models:
