@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The LayerDrop table on Multi30k de->en: train, measure training speed, prune and score, plot.
+# Usage: plugins/layerdrop/recipes/multi30k.sh DATA RUNS [STAGE ...]
+#   STAGE: train (ld: 6+6 transformer_small width with LayerDrop 0.2 on both sides; plain: the
+#          same without; small: transformer_small 3+3; each UPDATES updates with the Multi30k
+#          recipe's settings), speed (training target tokens/s of the 6+6 model with and without
+#          LayerDrop, alternating in one session: run it on a quiet machine), results (every-other
+#          pruning of ld and plain to 6+6 .. 2+2, small as trained: test2016 BLEU, bytes,
+#          sentences/s), plot; default all four.
+# Environment: UPDATES (3000), THREADS (2). Wall-clock goes to RUNS/MODEL/seconds.
+set -euo pipefail
+DATA=${1:?data folder}
+RUNS=${2:?runs folder}
+shift 2
+STAGES=${*:-train speed results plot}
+UPDATES=${UPDATES:-3000}
+THREADS=${THREADS:-2}
+HERE=$(dirname "$0")
+DEEP=(model=transformer_small model.encoder_layers=6 model.decoder_layers=6)
+DROP=(+plugins.options.layerdrop.encoder_rate=0.2 +plugins.options.layerdrop.decoder_rate=0.2)
+
+for stage in $STAGES; do
+    case $stage in
+        train)
+            for name in ld plain small; do
+                case $name in
+                    ld) args=("${DEEP[@]}" "${DROP[@]}") ;;
+                    plain) args=("${DEEP[@]}") ;;
+                    small) args=(model=transformer_small) ;;
+                esac
+                if [ -f "$RUNS/$name/seconds" ]; then echo "$RUNS/$name: done"; continue; fi
+                start=$(date +%s)
+                toolkit-train task=multi30k_de_en task.data="$DATA" "${args[@]}" common.threads="$THREADS" \
+                    optimization.max_update="$UPDATES" optimization.max_time_minutes=0 \
+                    checkpoint.save_dir="$RUNS/$name" common.log_interval=100
+                echo $(( $(date +%s) - start )) > "$RUNS/$name/seconds"
+            done ;;
+        speed)
+            for round in 1 2; do
+                for name in plain ld; do
+                    extra=$([ "$name" = ld ] && echo "${DROP[*]}" || true)
+                    echo "round $round: $name"
+                    # shellcheck disable=SC2086
+                    python scripts/benchmark_train.py --data "$DATA" --source-lang de --target-lang en \
+                        --arch transformer_small --max-tokens 2048 --threads "$THREADS" --warmup 5 --steps 30 \
+                        --workdir "$RUNS/benchmark" model.encoder_layers=6 model.decoder_layers=6 $extra
+                done
+            done ;;
+        results)
+            python -m layerdrop.results ld="$RUNS/ld/checkpoint_last.pt" plain="$RUNS/plain/checkpoint_last.pt" \
+                small="$RUNS/small/checkpoint_last.pt@as-is" --data "$DATA" --threads "$THREADS" \
+                --output "$RUNS/results.json" ;;
+        plot)
+            python -m layerdrop.plot "$RUNS/results.json" --output "$HERE/../bleu_vs_depth.png" ;;
+        *) echo "unknown stage $stage (train, speed, results, plot)" >&2; exit 2 ;;
+    esac
+done
