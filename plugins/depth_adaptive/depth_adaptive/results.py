@@ -94,8 +94,10 @@ def anytime_rows(runs: Path, sources: list[str], references: list[str], batch: i
 
 
 def policies(runs: Path, patience: list[int]) -> list[tuple[str, dict]]:
-    """(model run, exit policy) pairs to compare with full depth: tuned files where they exist."""
-    chosen = [("aligned", {"_name": "patience", "patience": p}) for p in patience]
+    """(model run, exit policy) pairs to compare with full depth, for the runs and tuned files
+    that exist."""
+    aligned = (runs / "aligned" / "checkpoint_last.pt").is_file()
+    chosen = [("aligned", {"_name": "patience", "patience": p}) for p in patience if aligned]
     for policy, run in (("confidence", "aligned"), ("entropy", "aligned"), ("halting", "halting")):
         tuned = runs / "tuned" / f"{policy}.json"
         if tuned.is_file() and (runs / run / "checkpoint_last.pt").is_file():
