@@ -45,6 +45,10 @@ def plot_main(doc: str | None, draw: Callable[[dict, Any], None], argv: Sequence
     parser.add_argument("results", type=Path)
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    write_plot(json.loads(args.results.read_text()), draw, args.output, needs)
+    try:
+        results = json.loads(args.results.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"cannot read the results file {args.results}: {error}") from None
+    write_plot(results, draw, args.output, needs)
     print(f"written {args.output}")
     return 0

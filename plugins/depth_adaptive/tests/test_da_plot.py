@@ -18,3 +18,9 @@ def test_plot_writes_a_png(tmp_path):
     results.write_text(json.dumps({"anytime": anytime, "adaptive": adaptive, "batch": 64, "threads": 2, "split": "test"}))
     assert plot_main([str(results), "--output", str(tmp_path / "plot.png")]) == 0
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_missing_results_file_is_named(tmp_path):
+    with pytest.raises(SystemExit, match="cannot read the results file .*missing.json"):
+        plot_main([str(tmp_path / "missing.json"), "--output", str(tmp_path / "plot.png")])
+    assert not (tmp_path / "plot.png").exists()
