@@ -88,6 +88,8 @@ class Int8Linear(nn.Module):
             self._packed = torch.ops.quantized.linear_prepack(weight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:  # fine-tuning around a frozen int8 layer: the integer kernel has no backward
+            return F.linear(x, self.dequantized(), self.bias)
         flat = x.reshape(-1, self.in_features).contiguous()  # (N, in)
         out = torch.ops.quantized.linear_dynamic(flat, self._packed, self._reduce_range)  # (N, out)
         return out.reshape(*x.shape[:-1], self.out_features)

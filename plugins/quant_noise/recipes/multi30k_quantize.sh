@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quantize the averaged checkpoints of multi30k_train.sh: int8; iterative iPQ with 256
+# Quantize the averaged checkpoints of multi30k_train.sh: int8 (one shot); iterative iPQ with 256
 # centroids of 4-weight and of 8-weight blocks (two compression rates); ipq+int8 (8-weight
 # blocks). Each iPQ stage (feed-forward, attention, embeddings) is followed by FINETUNE updates.
 # Usage: plugins/quant_noise/recipes/multi30k_quantize.sh RUNS [MODEL ...]   (default: plain noise)
@@ -16,10 +16,11 @@ for name in $MODELS; do
     ckpt="$RUNS/$name/checkpoint_avg3.pt"
     for row in int8:int8:8 ipq4:ipq:4 ipq8:ipq:8 ipq8+int8:ipq+int8:8; do
         IFS=: read -r out scheme block <<< "$row"
+        updates=$([ "$scheme" = int8 ] && echo 0 || echo "$FINETUNE")
         if [ -f "$RUNS/$name/$out.pt" ]; then echo "$RUNS/$name/$out.pt: done"; continue; fi
         rm -rf "$RUNS/$name/finetune-$out"
         toolkit-quantize "$ckpt" "$RUNS/$name/$out.pt" --scheme "$scheme" --block-size "$block" \
-            --embedding-block-size "$block" --centroids 256 --finetune-updates "$FINETUNE" \
+            --embedding-block-size "$block" --centroids 256 --finetune-updates "$updates" \
             --workdir "$RUNS/$name/finetune-$out" --threads "$THREADS" 2>&1 | tee -a "$RUNS/$name/quantize.log"
     done
 done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from toolkit.devices import PlacementError, check_placement
@@ -52,15 +53,28 @@ def test_pq_weights_are_centroids_of_codes_and_bad_shapes_are_refused():
 def test_an_int8_linear_layer_is_close_to_float_and_runs_only_on_cpu_in_fp32():
     torch.manual_seed(0)
     linear = nn.Linear(256, 512)
-    int8 = Int8Linear.from_float(linear)
+    int8 = Int8Linear.from_float(linear).eval()
     x = torch.randn(20, 256)
     reference = linear(x)
     error = (int8(x) - reference).norm() / reference.norm()
     assert error < 0.02  # integer GEMM with activations quantized per batch
-    restored = Int8Linear(256, 512, True)
+    restored = Int8Linear(256, 512, True).eval()
     restored.load_state_dict(int8.state_dict())
     torch.testing.assert_close(restored(x), int8(x))
     with pytest.raises(PlacementError, match="runs only on cpu, not cuda"):
         check_placement(nn.Sequential(int8), torch.device("cuda"), torch.float32)
     with pytest.raises(PlacementError, match="runs only in float32, not float16"):
         check_placement(nn.Sequential(int8), torch.device("cpu"), torch.float16)
+
+
+def test_gradients_pass_through_a_frozen_int8_layer_in_training():
+    """Iterative fine-tuning trains the layers below an int8 one: in training mode it computes
+    with its dequantized weight (the integer kernel has no backward), its int8 values stay."""
+    torch.manual_seed(0)
+    below, int8 = nn.Linear(16, 32), Int8Linear.from_float(nn.Linear(32, 8)).train()
+    stored = int8.weight_int8.clone()
+    x = torch.randn(4, 16)
+    int8(below(x)).square().sum().backward()
+    expected = torch.autograd.grad(F.linear(below(x), int8.dequantized(), int8.bias).square().sum(), below.weight)[0]
+    torch.testing.assert_close(below.weight.grad, expected)
+    assert below.weight.grad.abs().sum() > 0 and torch.equal(int8.weight_int8, stored)
