@@ -69,6 +69,8 @@ def parse_args() -> argparse.Namespace:
                         help="plugin option merged over the checkpoint's (repeatable)")
     parser.add_argument("--side-by-side", action="store_true",
                         help="also decode without the --plugin-option settings, in alternating rounds")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print torch.profiler's operators by self CPU time over one more decode")
     parser.add_argument("--compare-ct2", action="store_true", help="also decode with CTranslate2 and compare")
     parser.add_argument("--exit-policy", metavar="NAME", help="compare full depth with this exit policy")
     parser.add_argument("--exit-option", action="append", default=[], metavar="KEY=VALUE",
@@ -108,10 +110,21 @@ def main() -> None:
     print(f"toolkit      {meter.summary()}")
     if references:
         print(f"toolkit      {score(ours, references).lines()[0]}")
+    if args.profile:
+        profile(translator, sources)
     if args.compare_ct2:
         compare_ct2(args, translator, sources, references, ours, meter)
     if args.exit_after_block:
         compare_exits(args, translator, sources)
+
+
+def profile(translator: Translator, sources: list[str], rows: int = 15) -> None:
+    """Where decoding spends its time: the top operators by self CPU time, one more decode."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as recorded:
+        translator.translate(sources)
+    print(recorded.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
 def load(args: argparse.Namespace, plugin_options: dict) -> Translator:

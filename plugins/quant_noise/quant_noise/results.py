@@ -1,6 +1,6 @@
 r"""The quant_noise table: ``python -m quant_noise.results --data DATA --output FILE NAME=DIR ...``
 
-Each ``DIR`` holds a float checkpoint (``checkpoint_avg3.pt``) and its quantized copies
+Each ``DIR`` holds a float checkpoint (``checkpoint_avg3.pt``, or ``--float-name``) and its quantized copies
 (``plugins/quant_noise/recipes/multi30k_quantize.sh``: ``int8.pt``, ``ipq4.pt``, ``ipq8.pt``,
 ``ipq8+int8.pt``; a missing one is skipped). The files of one model decode the test split
 (beam 5, batch 64) in alternating rounds in one process (``decode_alternately``), so each
@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_test_set_arguments(parser)
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2, help="alternating timed rounds over the split")
+    parser.add_argument("--float-name", default=VARIANTS["fp32"], help="the float checkpoint's file name in each DIR")
     parser.add_argument("--output", type=Path, required=True)
     return parser.parse_args(argv)
 
@@ -59,9 +60,10 @@ def stored_layout(path: Path) -> dict[str, str]:
 def model_rows(name: str, folder: Path, sources: list[str], references: list[str], args: argparse.Namespace) -> list[dict]:
     """Every variant present in ``folder``, decoded side by side with its fp32 checkpoint."""
     plugins = load_plugins()
-    files = {variant: folder / file for variant, file in VARIANTS.items() if (folder / file).exists()}
+    names = {**VARIANTS, "fp32": args.float_name}
+    files = {variant: folder / file for variant, file in names.items() if (folder / file).exists()}
     if "fp32" not in files:
-        raise SystemExit(f"{folder} has no {VARIANTS['fp32']}: the float model every row is compared with")
+        raise SystemExit(f"{folder} has no {args.float_name}: the float model every row is compared with")
     translators = {variant: Translator.from_checkpoint(path, GenerationConfig(beam=args.beam), "cpu", plugins,
                                                        max_sentences=args.batch) for variant, path in files.items()}
     totals = decode_alternately(translators, sources, args.rounds)

@@ -3,7 +3,8 @@
 # centroids of 4-weight and of 8-weight blocks (two compression rates); ipq+int8 (8-weight
 # blocks). Each iPQ stage (feed-forward, attention, embeddings) is followed by FINETUNE updates.
 # Usage: plugins/quant_noise/recipes/multi30k_quantize.sh RUNS [MODEL ...]   (default: plain noise)
-# Environment: FINETUNE (100), THREADS (2). Writes RUNS/MODEL/{int8,ipq4,ipq8,ipq8+int8}.pt and
+# Environment: FINETUNE (100), THREADS (2), SCHEMES (all four rows: int8 ipq4 ipq8 ipq8+int8),
+# FLOAT (checkpoint_avg3.pt; the fine-tuned models of multi30k_train.sh: checkpoint_final.pt). Writes RUNS/MODEL/{int8,ipq4,ipq8,ipq8+int8}.pt and
 # each command's printed sizes to RUNS/MODEL/quantize.log.
 set -euo pipefail
 RUNS=${1:?runs folder}
@@ -11,11 +12,14 @@ shift
 MODELS=${*:-plain noise}
 FINETUNE=${FINETUNE:-100}
 THREADS=${THREADS:-2}
+SCHEMES=${SCHEMES:-int8 ipq4 ipq8 ipq8+int8}
+FLOAT=${FLOAT:-checkpoint_avg3.pt}
 
 for name in $MODELS; do
-    ckpt="$RUNS/$name/checkpoint_avg3.pt"
+    ckpt="$RUNS/$name/$FLOAT"
     for row in int8:int8:8 ipq4:ipq:4 ipq8:ipq:8 ipq8+int8:ipq+int8:8; do
         IFS=: read -r out scheme block <<< "$row"
+        [[ " $SCHEMES " == *" $out "* ]] || continue
         updates=$([ "$scheme" = int8 ] && echo 0 || echo "$FINETUNE")
         if [ -f "$RUNS/$name/$out.pt" ]; then echo "$RUNS/$name/$out.pt: done"; continue; fi
         rm -rf "$RUNS/$name/finetune-$out"

@@ -5,29 +5,44 @@
 # both see the same data, then the last 3 epoch checkpoints averaged.
 # Usage: plugins/quant_noise/recipes/multi30k_train.sh DATA RUNS [MODEL ...]
 #   MODEL: plain (no noise), noise (Quant-Noise, iPQ scheme, rate RATE on Linear and Embedding
-#          weights, 8-weight blocks); default both, in that order.
-# Environment: UPDATES (3000), THREADS (2), RATE (0.1). Wall-clock goes to RUNS/MODEL/seconds.
+#          weights, 8-weight blocks); noise-ft and plain-ft: plain's averaged checkpoint
+#          fine-tuned FT_UPDATES more updates (fixed lr 1e-4) with and without Quant-Noise (the
+#          paper's fine-tuning use; their last checkpoint is kept as checkpoint_avg3.pt's stand-in
+#          checkpoint_final.pt); default plain noise, in that order.
+# Environment: UPDATES (3000), FT_UPDATES (300), THREADS (2), RATE (0.1). Wall-clock goes to
+# RUNS/MODEL/seconds.
 set -euo pipefail
 DATA=${1:?data folder}
 RUNS=${2:?runs folder}
 shift 2
 MODELS=${*:-plain noise}
 UPDATES=${UPDATES:-3000}
+FT_UPDATES=${FT_UPDATES:-300}
 THREADS=${THREADS:-2}
 RATE=${RATE:-0.1}
 
+NOISE=(+plugins.options.quant_noise.scheme=ipq +plugins.options.quant_noise.linear_rate="$RATE"
+       +plugins.options.quant_noise.embedding_rate="$RATE")
+FINETUNE=(checkpoint.finetune_from="$RUNS/plain/checkpoint_avg3.pt" lr_scheduler=fixed
+          lr_scheduler.warmup_updates=0 optim.lr=1e-4)
 for name in $MODELS; do
+    updates=$UPDATES
     case $name in
         plain) args=() ;;
-        noise) args=(+plugins.options.quant_noise.scheme=ipq +plugins.options.quant_noise.linear_rate="$RATE"
-                     +plugins.options.quant_noise.embedding_rate="$RATE") ;;
-        *) echo "unknown model $name (plain, noise)" >&2; exit 2 ;;
+        noise) args=("${NOISE[@]}") ;;
+        noise-ft) args=("${NOISE[@]}" "${FINETUNE[@]}"); updates=$FT_UPDATES ;;
+        plain-ft) args=("${FINETUNE[@]}"); updates=$FT_UPDATES ;;
+        *) echo "unknown model $name (plain, noise, noise-ft, plain-ft)" >&2; exit 2 ;;
     esac
     if [ -f "$RUNS/$name/seconds" ]; then echo "$RUNS/$name: done"; continue; fi
     start=$(date +%s)
     toolkit-train task=multi30k_de_en task.data="$DATA" model=transformer_small ${args[@]+"${args[@]}"} \
-        common.threads="$THREADS" optimization.max_update="$UPDATES" optimization.max_time_minutes=0 \
+        common.threads="$THREADS" optimization.max_update="$updates" optimization.max_time_minutes=0 \
         checkpoint.save_dir="$RUNS/$name" common.log_interval=100
     echo $(( $(date +%s) - start )) > "$RUNS/$name/seconds"
-    python scripts/average_checkpoints.py --dir "$RUNS/$name" --last 3 --output "$RUNS/$name/checkpoint_avg3.pt"
+    if [ "$updates" = "$UPDATES" ]; then
+        python scripts/average_checkpoints.py --dir "$RUNS/$name" --last 3 --output "$RUNS/$name/checkpoint_avg3.pt"
+    else
+        cp "$RUNS/$name/checkpoint_last.pt" "$RUNS/$name/checkpoint_final.pt"
+    fi
 done
