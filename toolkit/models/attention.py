@@ -121,6 +121,6 @@ class MultiheadAttention(nn.Module):
 def _gather_first(rows: torch.Tensor, batch: int) -> bool:
     """Whether ``rows`` are few enough of ``batch`` that copying their cached keys/values out is
     cheaper than attending with every row and keeping theirs. Attention of one new position is
-    bound by reading the cache, and a copy reads and writes it: on a 2-core CPU (beam 5 x batch
-    64, 20 positions) attending with all 320 rows took 0.7 ms, gathering half of them first 3.0."""
+    bound by reading the cache, and a copy reads and writes it too (the 1/8 comes from one
+    hand timing on this project's CPU, see ``docs/DESIGN.md``)."""
     return rows.numel() * 8 < batch

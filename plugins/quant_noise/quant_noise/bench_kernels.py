@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from quant_noise.int8 import kernel_engine, quantize_rows, quantized_engine
+from quant_noise.int8 import kernel_engine, pack_weight, quantize_rows
 
 
 def best_ms(run: Callable[[], object], calls: int = 20, repeats: int = 5) -> float:
@@ -31,14 +30,6 @@ def best_ms(run: Callable[[], object], calls: int = 20, repeats: int = 5) -> flo
             run()
         times.append((time.perf_counter() - start) / calls)
     return min(times) * 1e3
-
-
-def packed(weight: torch.Tensor, bias: torch.Tensor, engine: str):
-    values, scale = quantize_rows(weight)
-    with warnings.catch_warnings(), quantized_engine(engine):
-        warnings.simplefilter("ignore")
-        q = torch._make_per_channel_quantized_tensor(values, scale.double(), torch.zeros(len(scale), dtype=torch.long), 0)
-        return torch.ops.quantized.linear_prepack(q, bias)
 
 
 def main() -> None:
@@ -62,7 +53,7 @@ def main() -> None:
         reference = F.linear(x, w, b)
         cells = [f"{best_ms(lambda: F.linear(x, w, b)):.2f}"]
         for engine in engines:
-            weights = packed(w, b, engine)
+            weights = pack_weight(*quantize_rows(w), b, engine)
             for reduce_range in (True, False):
                 out = torch.ops.quantized.linear_dynamic(x, weights, reduce_range)
                 error = ((out - reference).norm() / reference.norm()).item()

@@ -39,6 +39,16 @@ def quantized_engine(name: str) -> Iterator[None]:
         torch.backends.quantized.engine = previous
 
 
+def pack_weight(values: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, engine: str):
+    """The packed form of int8 ``values`` (rows, cols) with per-row ``scale`` for ``engine``'s
+    ``linear_dynamic`` kernel."""
+    with warnings.catch_warnings(), quantized_engine(engine):  # quantized tensors: the kernel's input format
+        warnings.simplefilter("ignore")
+        weight = torch._make_per_channel_quantized_tensor(
+            values, scale.double(), torch.zeros(len(scale), dtype=torch.long), 0)
+        return torch.ops.quantized.linear_prepack(weight, bias)
+
+
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, cols) float -> int8 values (rows, cols) and float32 scales (rows,): w ~ q * scale."""
     scale = weight.detach().abs().amax(dim=1).float().clamp_min(1e-12) / 127.0  # (rows,)
@@ -81,11 +91,7 @@ class Int8Linear(nn.Module):
     def pack(self) -> None:
         """Build the kernel's packed weight from the int8 values and scales (once per load)."""
         engine, self._reduce_range = kernel_engine()
-        with warnings.catch_warnings(), quantized_engine(engine):  # quantized tensors: the kernel's input format
-            warnings.simplefilter("ignore")
-            weight = torch._make_per_channel_quantized_tensor(
-                self.weight_int8, self.scale.double(), torch.zeros(self.out_features, dtype=torch.long), 0)
-            self._packed = torch.ops.quantized.linear_prepack(weight, self.bias)
+        self._packed = pack_weight(self.weight_int8, self.scale, self.bias, engine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:  # fine-tuning around a frozen int8 layer: the integer kernel has no backward
