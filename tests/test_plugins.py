@@ -261,7 +261,7 @@ def test_installed_plugin_is_discovered_with_its_version(testplug_site, on_sys_p
 
 def test_third_party_plugin_trains_and_is_recorded_in_the_checkpoint(testplug_site, tmp_path):
     from toolkit.checkpoint import load_checkpoint
-    from toolkit.checkpoint import check_plugins
+    from toolkit.checkpoint import check_plugins, required_plugins
 
     save_dir = tmp_path / "run"
     result = _train(tmp_path, ["model=testplug_tiny", "criterion=testplug_ce", *_small_run(save_dir)],
@@ -280,6 +280,8 @@ def test_third_party_plugin_trains_and_is_recorded_in_the_checkpoint(testplug_si
     assert providers["architecture"] == "testplug" and providers["criterion"] == "testplug"
     assert providers["model"] == CORE  # the model class is the core's Transformer
     assert state["plugins"]["versions"]["testplug"] == PLUGIN_VERSION
+    # an architecture and a criterion shape nothing that decoding rebuilds
+    assert required_plugins(state, for_inference=True) == []
 
     # a session without the plugin refuses the checkpoint, naming the plugin
     with pytest.raises(PluginError, match=r"checkpoint .*checkpoint_last\.pt needs .*testplug \(not installed\)"):

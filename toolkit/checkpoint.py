@@ -32,7 +32,10 @@ from toolkit.plugins import PluginSession
 logger = logging.getLogger(__name__)
 
 MODEL, TRAINING = "model", "training"  # the roles a plugin plays for a checkpoint
-_MODEL_KINDS = {"task", "model", "architecture"}  # registry kinds needed to rebuild the model
+# Registry kinds needed to rebuild the model. An architecture is only a preset of a model's
+# config, whose every field the checkpoint stores: a plugin's architecture is needed to resume
+# (the run composed its config from it), not to decode.
+_MODEL_KINDS = {"task", "model"}
 
 
 class CheckpointError(UserError, RuntimeError):

@@ -4,7 +4,8 @@ r"""toolkit-distill: from a teacher checkpoint and a data folder to an evaluated
         method=sequence student.model=transformer_student student.optimization.max_update=2000
 
 Settings are ``key=value``: ``teacher``, ``data`` (train/valid/test.{source,target}), ``out``,
-``source_lang`` (de), ``target_lang`` (en), ``method`` (sequence | word | both), ``engine``
+``source_lang`` (de), ``target_lang`` (en), ``method`` (sequence | word | both | real:
+the baseline, no distillation), ``engine``
 (toolkit | ctranslate2: the teacher's decoder for the training set), ``beam`` (5), ``batch``
 (64), ``chunk_lines`` (2000), ``mix_original`` (false), ``alpha`` (0.5) and ``temperature``
 (1.0) of word-level KD; every ``student.KEY=VALUE`` is a ``toolkit-train`` override of the

@@ -19,7 +19,7 @@ from distill.teacher import file_sha256
 from distill.translate import read_chunks, translate_corpus
 
 logger = logging.getLogger("toolkit-distill")
-METHODS = ("sequence", "word", "both")
+METHODS = ("real", "sequence", "word", "both")  # real: no distillation (the baseline student)
 
 
 @dataclass
@@ -29,7 +29,8 @@ class DistillSettings:
     out: Path
     source_lang: str = "de"
     target_lang: str = "en"
-    method: str = "sequence"  # sequence: train on the teacher's outputs; word: KD loss on real targets; both
+    method: str = "sequence"  # sequence: train on the teacher's outputs; word: KD loss on real targets; both;
+    # real: the same student on the real targets with the plain criterion (the table's baseline)
     engine: str = "toolkit"  # toolkit | ctranslate2 (the teacher's decoder for the training set)
     beam: int = 5
     batch: int = 64  # the teacher's batches: at most this many sentences...
@@ -76,7 +77,7 @@ def distill(settings: DistillSettings) -> dict:
     else:
         corpus_key = fingerprint("corpus", "original", settings.data / f"train.{settings.target_lang}")
     records["corpus"] = run_stage(settings.out / "corpus", "corpus", corpus_key,
-                                  lambda folder: write_corpus(settings, folder), context)
+                                  lambda folder: timed(lambda: write_corpus(settings, folder)), context)
     train_key = fingerprint("student", corpus_key, teacher_hash, settings.method, settings.alpha, settings.temperature,
                             settings.student)
     records["student"] = run_stage(settings.out / "student", "student", train_key,
@@ -86,7 +87,7 @@ def distill(settings: DistillSettings) -> dict:
     if not context.is_master:
         return records
     records["evaluate"] = run_stage(settings.out / "evaluate", "evaluate", fingerprint("evaluate", train_key),
-                                    lambda folder: evaluate(settings, records["student"], teacher_hash))
+                                    lambda folder: timed(lambda: evaluate(settings, records["student"], teacher_hash)))
     return records
 
 
@@ -102,7 +103,7 @@ def write_corpus(settings: DistillSettings, folder: Path) -> dict:
     src, tgt = settings.source_lang, settings.target_lang
     sources = read_lines(settings.data / f"train.{src}")
     originals = read_lines(settings.data / f"train.{tgt}")
-    if settings.method == "word":
+    if settings.method in ("real", "word"):
         targets = originals
     else:
         targets = read_chunks(settings.out / "translate")
@@ -111,7 +112,7 @@ def write_corpus(settings: DistillSettings, folder: Path) -> dict:
                             f"delete {settings.out / 'translate'} and run again")
     pairs = [(s, t) for s, t in zip(sources, targets, strict=True) if s.strip() and t.strip()]
     dropped = len(sources) - len(pairs)
-    if settings.mix_original and settings.method != "word":
+    if settings.mix_original and settings.method in ("sequence", "both"):
         pairs += [(s, t) for s, t in zip(sources, originals, strict=True) if s.strip() and t.strip()]
     atomic_write_text(folder / f"train.{src}", "".join(s + "\n" for s, _ in pairs))
     atomic_write_text(folder / f"train.{tgt}", "".join(t + "\n" for _, t in pairs))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from toolkit import hookimpl
+from toolkit.models.architectures import transformer_small
+from toolkit.models.transformer import TransformerConfig
 
 from distill.criterion import WordDistillConfig, WordDistillCriterion
 from distill.teacher import check_vocabulary, file_sha256, load_teacher
@@ -16,6 +19,13 @@ logger = logging.getLogger(__name__)
 @hookimpl
 def toolkit_register(registries) -> None:
     registries.criterion.add("word_distill", WordDistillCriterion, WordDistillConfig)
+    registries.register_architecture("transformer", "transformer_student")(transformer_student)
+
+
+def transformer_student() -> TransformerConfig:
+    """The Multi30k students: ``transformer_small``'s 3-block encoder with a 1-block decoder
+    (decoding cost is in the decoder; a distilled student needs little depth there)."""
+    return dataclasses.replace(transformer_small(), decoder_layers=1)
 
 
 @hookimpl

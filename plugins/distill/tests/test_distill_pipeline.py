@@ -77,3 +77,40 @@ def test_another_teacher_rebuilds_the_cache_and_bad_input_is_named(trained_run, 
         with pytest.raises(SystemExit):
             distill_main(args)
         assert message in capsys.readouterr().err
+
+
+def test_real_targets_baseline_student_of_the_registered_shape_and_its_table(trained_run, small_data, tmp_path,
+                                                                            capsys, clean_config_store):
+    """method=real: the baseline row (original targets, plain criterion, no teacher stage) of a
+    transformer_student; distill.results decodes it beside the teacher, distill.plot draws it."""
+    from toolkit.checkpoint import required_plugins
+
+    from distill.results import main as results_main
+
+    teacher, out = trained_run / "checkpoint_last.pt", tmp_path / "real"
+    records = run(teacher, small_data, out, "method=real", "student.model=transformer_student",
+                  "student.model.encoder_embed_dim=64", "student.model.decoder_embed_dim=64")
+    assert "translate" not in records and not (out / "translate").exists()
+    pairs = [(s, t) for s, t in zip(read_lines(small_data / "train.src"), read_lines(small_data / "train.tgt")) if s]
+    assert read_lines(out / "corpus" / "train.tgt") == [t for _, t in pairs]
+    student = load_checkpoint(out / "student.pt")
+    assert student["cfg"]["model"]["arch"] == "transformer_student" and student["cfg"]["criterion"]["_name"] != "word_distill"
+    assert student["cfg"]["model"]["decoder_layers"] == 1  # the shape's (the encoder's 3 blocks are overridden here)
+    assert required_plugins(student, for_inference=True) == []  # the shape is a preset: decodes without distill
+    assert all(records[stage]["seconds"] >= 0 for stage in ("corpus", "student", "evaluate"))
+
+    capsys.readouterr()
+    output = tmp_path / "results.json"
+    assert results_main([f"real={out}", "--teacher", str(teacher), "--data", str(small_data), "--source-lang", "src",
+                         "--target-lang", "tgt", "--rounds", "1", "--threads", "1", "--output", str(output)]) == 0
+    rows = json.loads(output.read_text())["rows"]
+    assert [(r["model"], r["search"]) for r in rows] == [("teacher", "beam5"), ("real", "beam5"), ("real", "greedy")]
+    assert rows[0]["vs_teacher"] == 1.0 and rows[1]["stages"]["updates"] == 8
+    assert rows[1]["parameters"] < rows[0]["parameters"] or rows[1]["bytes"] != rows[0]["bytes"]
+    assert "| real | greedy |" in capsys.readouterr().out
+
+    pytest.importorskip("matplotlib")
+    from distill.plot import main as plot_main
+
+    assert plot_main([str(output), "--output", str(tmp_path / "plot.png")]) == 0
+    assert (tmp_path / "plot.png").stat().st_size > 1000
