@@ -65,11 +65,20 @@ def finetune(cfg: DictConfig, task, model: nn.Module, plugins: PluginSession, la
     save_inference_checkpoint(start, run_cfg, task, model, plugins, roles={NAME: "model"})
     run_cfg.checkpoint.finetune_from = str(start)
     history = train(run_cfg, plugins)
-    logger.info("fine-tuned %d modules for %d updates: train loss %.3f -> %.3f", len(layout), updates,
-                history["train_losses"][0], history["train_losses"][-1])
+    first, last = tenth_means(history["train_losses"])
+    logger.info("fine-tuned %d modules for %d updates: mean train loss of the first tenth of the updates %.3f, "
+                "of the last tenth %.3f", len(layout), updates, first, last)
     trained = history["model"].cpu().eval()
     freeze_centroids(trained)
     return trained
+
+
+def tenth_means(losses: list[float]) -> tuple[float, float]:
+    """The mean per-update loss over the first and the last tenth of the updates. One update's
+    loss depends on its batch (batches group sentences of similar length), so comparing the first
+    and last single updates says nothing about the trend."""
+    k = max(1, len(losses) // 10)
+    return sum(losses[:k]) / k, sum(losses[-k:]) / k
 
 
 def stage_config(cfg: DictConfig, layout: dict[str, str], updates: int, lr: float, workdir: Path) -> DictConfig:
