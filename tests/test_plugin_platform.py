@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from toolkit import hookimpl
-from toolkit.checkpoint import CheckpointError, load_checkpoint, save_inference_checkpoint
+from toolkit.checkpoint import CheckpointError, count_parameters, load_checkpoint, save_inference_checkpoint
 from toolkit.config import ConfigError, compose_train_config, parse_plugin_options
 from toolkit.criterions.label_smoothed_cross_entropy import LabelSmoothedCEConfig, LabelSmoothedCrossEntropy
 from toolkit.devices import PlacementError
@@ -221,6 +221,8 @@ def test_inference_checkpoint_of_a_pruned_model_is_smaller_and_loads(clean_confi
     session = _session()
     cfg, task, model, _ = load_for_inference(core_run, session, "cpu")
     full_bytes = save_inference_checkpoint(tmp_path / "full.pt", cfg, task, model, session)
+    tied = model.decoder.output_projection.weight is model.decoder.embedding.embed_tokens.weight
+    assert tied and count_parameters(model.state_dict()) == model.num_parameters()  # a tied matrix once
     block_params = sum(p.numel() for p in model.decoder.layers[1].parameters())
 
     del model.decoder.layers[1:]

@@ -243,8 +243,11 @@ def check_rebuilds(state: dict[str, Any], plugins: PluginSession) -> None:
 
 
 def count_parameters(weights: Mapping[str, torch.Tensor]) -> int:
-    """Parameters of a state dict (every stored tensor's elements)."""
-    return sum(t.numel() for t in weights.values())
+    """Elements of a state dict's tensors, a tensor shared by several keys (tied embeddings and
+    output projection) counted once, as ``model.parameters()`` counts it."""
+    distinct = {(t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride())): t.numel()
+                for t in weights.values()}
+    return sum(distinct.values())
 
 
 def describe(path: str | os.PathLike, model: torch.nn.Module) -> str:

@@ -3,6 +3,7 @@ would give them, with straight-through gradients; the stored weights are never c
 
 from __future__ import annotations
 
+import re
 import types
 
 import torch
@@ -40,20 +41,24 @@ def check_block_size(name: str, width: int, block_size: int) -> None:
         raise ConfigError(f"quant_noise: block size {block_size} does not divide the width {width} of {name}")
 
 
-def attach_noise(model: nn.Module, rates: dict[type, tuple[float, int]], scheme: str) -> list[str]:
-    """Make every ``nn.Linear`` and ``nn.Embedding`` of the encoder and decoder compute with a
-    noised weight in training mode (``rates[kind] = (rate, block size)``; rate 0 leaves a kind
-    alone). Returns the names of the modules changed; their state-dict keys do not change."""
+def attach_noise(model: nn.Module, rates: dict[type, tuple[float, int]], scheme: str, modules: str = "") -> list[str]:
+    """Make every ``nn.Linear`` and ``nn.Embedding`` of the model (those whose name the regular
+    expression ``modules`` finds, if given) compute with a noised weight in training mode
+    (``rates[kind] = (rate, block size)``; rate 0 leaves a kind alone). Returns the names of
+    the modules changed; their state-dict keys do not change."""
     changed = []
     for name, module in model.named_modules():
         kind = nn.Embedding if isinstance(module, nn.Embedding) else nn.Linear if isinstance(module, nn.Linear) else None
-        if kind is None or rates[kind][0] <= 0:
+        if kind is None or rates[kind][0] <= 0 or not re.search(modules, name):
             continue
         rate, block_size = rates[kind]
         check_block_size(name, module.weight.size(1), block_size)
         module.noise = (rate, block_size, scheme)
         module.forward = types.MethodType(_noisy_embedding if kind is nn.Embedding else _noisy_linear, module)
         changed.append(name)
+    if modules and not changed and any(rate > 0 for rate, _ in rates.values()):
+        raise ConfigError(f"plugins.options.quant_noise.modules={modules!r} matches no Linear or Embedding "
+                          f"with a noise rate")
     return changed
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from toolkit.errors import ConfigError
@@ -20,10 +21,19 @@ class QuantNoiseOptions:
     linear_block_size: int = 8  # block = this many consecutive input weights of one output row
     embedding_rate: float = 0.0  # the same for embedding tables (rows cut along the embedding dim)
     embedding_block_size: int = 8
+    # a regular expression: only modules whose name it finds get noise (e.g. "layers\\." for
+    # the blocks' Linears, fairseq's choice, leaving embeddings and output projection alone);
+    # empty: every Linear and Embedding
+    modules: str = ""
     quantized: dict[str, str] = field(default_factory=dict)  # module -> "int8" | "ipq:B:K" (toolkit-quantize)
 
 
 def check_noise(options: QuantNoiseOptions) -> None:
+    try:
+        re.compile(options.modules)
+    except re.error as error:
+        raise ConfigError(f"plugins.options.quant_noise.modules is not a regular expression "
+                          f"({options.modules!r}: {error})") from error
     if options.scheme not in SCHEMES:
         raise ConfigError(f"plugins.options.quant_noise.scheme must be one of {SCHEMES}, got {options.scheme!r}")
     for kind in ("linear", "embedding"):

@@ -11,6 +11,7 @@ from toolkit.errors import ConfigError
 
 from quant_noise.int8 import fake_int8
 from quant_noise.noise import attach_noise, block_mask, noised
+from quant_noise.options import QuantNoiseOptions, check_noise
 
 
 def test_the_noised_fraction_of_blocks_matches_the_rate():
@@ -59,3 +60,15 @@ def test_a_block_size_that_does_not_divide_the_width_is_refused():
     with pytest.raises(ConfigError, match="block size 5 does not divide the width 16 of 1"):
         attach_noise(nn.Sequential(nn.Embedding(10, 16), nn.Linear(16, 16)), {nn.Linear: (0.1, 5),
                      nn.Embedding: (0.0, 8)}, "ipq")
+
+
+def test_a_module_pattern_chooses_the_noised_modules_and_must_match_one():
+    model = nn.ModuleDict({"embed": nn.Embedding(10, 16),
+                           "layers": nn.ModuleList([nn.Linear(16, 16), nn.Linear(16, 16)]), "out": nn.Linear(16, 10)})
+    rates = {nn.Linear: (0.1, 4), nn.Embedding: (0.1, 4)}
+    assert attach_noise(model, rates, "ipq", modules=r"layers\.") == ["layers.0", "layers.1"]
+    assert not hasattr(model["out"], "noise") and not hasattr(model["embed"], "noise")
+    with pytest.raises(ConfigError, match="matches no Linear or Embedding"):
+        attach_noise(model, rates, "ipq", modules=r"^decoder\.")
+    with pytest.raises(ConfigError, match="modules is not a regular expression"):
+        check_noise(QuantNoiseOptions(modules="layers.("))
