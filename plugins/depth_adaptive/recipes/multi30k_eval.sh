@@ -4,7 +4,9 @@
 # Usage: plugins/depth_adaptive/recipes/multi30k_eval.sh DATA RUNS [STAGE ...]
 #   STAGE: tune (toolkit-tune-exits on valid: confidence and entropy on the aligned model, the
 #          geometric halting threshold on the halting model), results (test2016, decoded in
-#          this one process: run it on a quiet machine), plot; default all three.
+#          this one process: run it on a quiet machine), plot; default all three. Also speed
+#          (not in the default): training target tokens/s of the depth-6 baseline, aligned and
+#          mixed at the training recipe's batch, alternating in two rounds (a quiet machine).
 # Environment: THREADS (2), SAMPLES (12 random settings per policy), LIMIT (500 valid sentences),
 #              ROUNDS (1 alternating round of the adaptive comparison).
 set -euo pipefail
@@ -30,8 +32,23 @@ for stage in $STAGES; do
             done ;;
         results)
             python -m depth_adaptive.results "$RUNS" --data "$DATA" --threads "$THREADS" --rounds "${ROUNDS:-1}" ;;
+        speed)
+            for round in 1 2; do
+                for name in depth6 aligned mixed; do
+                    case $name in
+                        depth6) args=(--arch transformer_small model.decoder_layers=6) ;;
+                        aligned) args=(--arch transformer_depth_adaptive_small criterion=depth_adaptive) ;;
+                        mixed) args=(--arch transformer_depth_adaptive_small criterion=depth_adaptive
+                                     criterion.mode=mixed criterion.samples=3) ;;
+                    esac
+                    echo "round $round: $name"
+                    python scripts/benchmark_train.py --data "$DATA" --source-lang de --target-lang en \
+                        --max-tokens 1024 --threads "$THREADS" --warmup 5 --steps 30 --workdir "$RUNS/benchmark" \
+                        optim.lr=1e-3 "${args[@]}"
+                done
+            done ;;
         plot)
             python -m depth_adaptive.plot "$RUNS/results.json" --output "$HERE/../bleu_vs_speed.png" ;;
-        *) echo "unknown stage $stage (tune, results, plot)" >&2; exit 2 ;;
+        *) echo "unknown stage $stage (tune, results, plot, speed)" >&2; exit 2 ;;
     esac
 done
