@@ -94,3 +94,14 @@ def read_test_set(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     sources = read_lines(args.data / f"{args.split}.{args.source_lang}")[: args.limit]
     references = read_lines(args.data / f"{args.split}.{args.target_lang}")[: args.limit]
     return sources, references
+
+
+def write_results(path: Path, args: argparse.Namespace, **results: Any) -> None:
+    """Write a results script's JSON file (its plot's input) atomically: the test split, batch
+    and threads of ``add_test_set_arguments``' options, then ``results`` (settings and rows)."""
+    import json
+
+    from toolkit.files import atomic_write_text
+
+    header = {"split": args.split, "batch": args.batch, "threads": torch.get_num_threads()}
+    atomic_write_text(path, json.dumps({**header, **results}, indent=1))

@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from toolkit.files import atomic_write_text
 from toolkit.generation.generator import GenerationConfig
-from toolkit.generation.report import add_test_set_arguments, decode_alternately, read_test_set
+from toolkit.generation.report import add_test_set_arguments, decode_alternately, read_test_set, write_results
 from toolkit.generation.translator import Translator
 from toolkit.inference import load_for_inference
 from toolkit.scoring.bleu import score
@@ -156,11 +153,10 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sources, references = read_test_set(args)
-    results = {"split": args.split, "sentences": len(sources), "batch": args.batch, "threads": torch.get_num_threads(),
-               "anytime": anytime_rows(args.runs, sources, references, args.batch),
+    results = {"sentences": len(sources), "anytime": anytime_rows(args.runs, sources, references, args.batch),
                "adaptive": adaptive_rows(args.runs, sources, references, args)}
     output = args.output or args.runs / "results.json"
-    atomic_write_text(output, json.dumps(results, indent=1))
+    write_results(output, args, **results)
     print(markdown(results))
     print(f"written to {output}")
     return 0

@@ -18,11 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from toolkit.files import atomic_write_text
 from toolkit.generation.generator import GenerationConfig
-from toolkit.generation.report import add_test_set_arguments, decode_alternately, read_test_set
+from toolkit.generation.report import add_test_set_arguments, decode_alternately, read_test_set, write_results
 from toolkit.generation.translator import Translator
 from toolkit.plugins import load_plugins
 from toolkit.scoring.bleu import score
@@ -109,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"expected NAME=OUT (NAME not 'teacher'), got {item!r}")
         students[name] = Path(folder)
     rows = table(args, students)
-    atomic_write_text(args.output, json.dumps({"split": args.split, "batch": args.batch, "rounds": args.rounds,
-                                               "threads": torch.get_num_threads(), "rows": rows}, indent=1))
+    write_results(args.output, args, rounds=args.rounds, rows=rows)
     print(markdown(rows))
     return 0
 

@@ -13,16 +13,14 @@ of ``quant_noise.plot``), Markdown to stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 from toolkit.checkpoint import load_checkpoint
-from toolkit.files import atomic_write_text
 from toolkit.generation.generator import GenerationConfig
-from toolkit.generation.report import add_test_set_arguments, decode_alternately, read_test_set
+from toolkit.generation.report import add_test_set_arguments, decode_alternately, read_test_set, write_results
 from toolkit.generation.translator import Translator
 from toolkit.plugins import load_plugins
 from toolkit.scoring.bleu import score
@@ -99,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.models:
         name, _, folder = item.partition("=")
         rows += model_rows(name, Path(folder), sources, references, args)
-    atomic_write_text(args.output, json.dumps({"split": args.split, "beam": args.beam, "batch": args.batch,
-                                               "threads": torch.get_num_threads(), "rounds": args.rounds,
-                                               "rows": rows}, indent=1))
+    write_results(args.output, args, beam=args.beam, rounds=args.rounds, rows=rows)
     print(markdown(rows))
     return 0
 
