@@ -23,7 +23,8 @@ def draw(results: dict, axes) -> None:
         axes.plot([2 * r["encoder_layers"] for r in rows], [r["bleu"] for r in rows], marker="o", label=name)
     for r in (r for r in results["rows"] if not r["pruned"]):
         blocks = r["encoder_layers"] + r["decoder_layers"]
-        axes.scatter([blocks], [r["bleu"]], marker="*", s=120, zorder=3, label=f"{r['model']} (trained at this depth)")
+        axes.scatter([blocks], [r["bleu"]], marker="*", s=120, zorder=3, color="black",
+                     label=f"{r['model']} (trained at this depth)")
     axes.set_xlabel("kept blocks, encoder + decoder (every other block)")
     axes.set_ylabel(f"sacreBLEU ({results['split']}, beam {results['beam']})")
     axes.set_title("LayerDrop: one model pruned to any depth")

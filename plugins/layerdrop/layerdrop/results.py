@@ -4,7 +4,8 @@ Each named checkpoint is pruned with ``spread`` (every other block for half dept
 ``--depths E+D`` it can reach, written by ``toolkit-prune``'s code into a temporary folder
 (so the bytes are those of a real file), loaded back without the plugin, and decodes the test
 split (beam 5, batch 64): sacreBLEU, sentences/s, parameters, bytes. A checkpoint given as
-``NAME=CKPT@as-is`` is measured only as it is (the reference trained at a small depth). The
+``NAME=CKPT@as-is`` is measured only at its own depth (the reference trained at a small depth),
+through the same inference file, so its bytes hold no optimizer state either. The
 rows go to a JSON file (the input of ``layerdrop.plot``) and are printed in Markdown.
 """
 
@@ -51,19 +52,19 @@ def measure(path: Path, sources: list[str], references: list[str], args: argpars
 def rows_for(name: str, spec: str, sources: list[str], references: list[str], args: argparse.Namespace,
              tmp: Path) -> list[dict]:
     path, _, mode = spec.partition("@")
-    if mode == "as-is":
-        return [{"model": name, "pruned": False, **measure(Path(path), sources, references, args)}]
     state = load_checkpoint(path)
     depth = (state["cfg"]["model"]["encoder_layers"], state["cfg"]["model"]["decoder_layers"])
+    # as-is: every block kept, so the bytes are those of its inference file (no optimizer state)
+    targets = [f"{depth[0]}+{depth[1]}"] if mode == "as-is" else args.depths
     rows = []
-    for target in args.depths:
+    for target in targets:
         encoder, decoder = (int(n) for n in target.split("+"))
         if encoder > depth[0] or decoder > depth[1]:
             continue
         out = tmp / f"{name}-{target}.pt"
         prune_main([path, str(out), "--encoder-layers-to-keep", spread_list(depth[0], encoder),
                     "--decoder-layers-to-keep", spread_list(depth[1], decoder)])
-        rows.append({"model": name, "pruned": True, **measure(out, sources, references, args)})
+        rows.append({"model": name, "pruned": mode != "as-is", **measure(out, sources, references, args)})
         print(rows[-1], flush=True)
         out.unlink()
     return rows
