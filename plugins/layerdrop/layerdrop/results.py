@@ -5,7 +5,7 @@ Each named checkpoint is pruned with ``spread`` (every other block for half dept
 (so the bytes are those of a real file), loaded back without the plugin, and decodes the test
 split (beam 5, batch 64): sacreBLEU, sentences/s, parameters, bytes. A checkpoint given as
 ``NAME=CKPT@as-is`` is measured only at its own depth (the reference trained at a small depth),
-through the same inference file, so its bytes hold no optimizer state either. The
+through an inference file (itself, if it is one), so its bytes hold no optimizer state either. The
 rows go to a JSON file (the input of ``layerdrop.plot``) and are printed in Markdown.
 """
 
@@ -53,6 +53,8 @@ def rows_for(name: str, spec: str, sources: list[str], references: list[str], ar
              tmp: Path) -> list[dict]:
     path, _, mode = spec.partition("@")
     state = load_checkpoint(path)
+    if mode == "as-is" and state.get("inference_only"):  # already an inference file (e.g. pruned)
+        return [{"model": name, "pruned": False, **measure(Path(path), sources, references, args)}]
     depth = (state["cfg"]["model"]["encoder_layers"], state["cfg"]["model"]["decoder_layers"])
     # as-is: every block kept, so the bytes are those of its inference file (no optimizer state)
     targets = [f"{depth[0]}+{depth[1]}"] if mode == "as-is" else args.depths

@@ -23,6 +23,17 @@ def test_results_rows_and_plot(layerdrop_run, tmp_path, clean_config_store):
     assert half["parameters"] < full["parameters"] and half["bytes"] < full["bytes"]
     assert all(r["sentences_per_s"] > 0 and r["bleu"] >= 0 for r in rows)
 
+    # an inference file (here a pruned one) is measured as it is, not pruned again
+    from layerdrop.prune import main as prune_main
+
+    pruned = tmp_path / "pruned.pt"
+    prune_main([str(checkpoint), str(pruned), "--keep", "first:3"])
+    assert results_main([f"first3={pruned}@as-is", "--data", str(layerdrop_run / "data-bin" / "toy-text"),
+                         "--source-lang", "src", "--target-lang", "tgt", "--beam", "2", "--batch", "32",
+                         "--output", str(tmp_path / "pruned.json")]) == 0
+    [row] = json.loads((tmp_path / "pruned.json").read_text())["rows"]
+    assert (row["encoder_layers"], row["decoder_layers"], row["bytes"]) == (3, 3, pruned.stat().st_size)
+
     pytest.importorskip("matplotlib")
     from layerdrop.plot import main as plot_main
 
