@@ -1,8 +1,10 @@
-"""Speed of a decoding run: sentences/s, target tokens/s, wall time, peak memory."""
+"""Reporting decoding runs: speed (sentences/s, target tokens/s, wall time, peak memory), the
+test-set options of the results scripts, and their results file."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import time
 from dataclasses import dataclass, field
@@ -10,6 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+
+from toolkit.files import atomic_write_text
 
 
 @dataclass
@@ -99,9 +103,5 @@ def read_test_set(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 def write_results(path: Path, args: argparse.Namespace, **results: Any) -> None:
     """Write a results script's JSON file (its plot's input) atomically: the test split, batch
     and threads of ``add_test_set_arguments``' options, then ``results`` (settings and rows)."""
-    import json
-
-    from toolkit.files import atomic_write_text
-
     header = {"split": args.split, "batch": args.batch, "threads": torch.get_num_threads()}
     atomic_write_text(path, json.dumps({**header, **results}, indent=1))

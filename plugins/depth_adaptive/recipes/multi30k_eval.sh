@@ -35,7 +35,7 @@ for stage in $STAGES; do
         speed)
             for round in 1 2; do
                 for name in depth6 aligned mixed; do
-                    # the --arch option first: the key=value overrides must come last
+                    # options before the key=value overrides: argparse takes the overrides last
                     case $name in
                         depth6) args=(--arch transformer_small model.decoder_layers=6) ;;
                         aligned) args=(--arch transformer_depth_adaptive_small criterion=depth_adaptive) ;;
@@ -45,7 +45,7 @@ for stage in $STAGES; do
                     echo "round $round: $name"
                     python scripts/benchmark_train.py --data "$DATA" --source-lang de --target-lang en \
                         --max-tokens 1024 --threads "$THREADS" --warmup 5 --steps 30 --workdir "$RUNS/benchmark" \
-                        "${args[@]:0:2}" optim.lr=1e-3 "${args[@]:2}"
+                        "${args[@]}" optim.lr=1e-3
                 done
             done ;;
         plot)
