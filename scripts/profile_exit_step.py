@@ -61,8 +61,8 @@ class RandomExits(ExitPolicy):
     def __init__(self, blocks: int, seed: int = 0):
         self.blocks, self.generator, self.exit_at = blocks, torch.Generator().manual_seed(seed), None
 
-    def begin_step(self, encoder_out) -> None:
-        self.exit_at = torch.randint(1, self.blocks + 1, (encoder_out.states.size(0),), generator=self.generator)
+    def begin_step(self, step) -> None:
+        self.exit_at = torch.randint(1, self.blocks + 1, (step.tokens.size(0),), generator=self.generator)
 
     def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> torch.Tensor:
         exits = self.exit_at == block + 1  # rows arrive in order, those that left removed

@@ -14,7 +14,7 @@ import torch
 
 from tests.generation.test_exit_compaction import BLOCKS, VOCAB, build, inputs, masked_step
 from toolkit import hookimpl
-from toolkit.generation.exit_policy import ExitPolicy
+from toolkit.generation.exit_policy import ExitPolicy, ExitStep
 from toolkit.generation.generator import GenerationConfig, SequenceGenerator
 from toolkit.models.incremental_state import IncrementalState
 from toolkit.plugins import load_plugins
@@ -36,10 +36,35 @@ class SignExitPolicy(ExitPolicy):
         return hidden[:, self.stride * block] > 0
 
 
+@dataclass
+class PrefixExitConfig:
+    _name: str = "prefix_exit"
+
+
+class PrefixExitPolicy(ExitPolicy):
+    """Each hypothesis exits after block (the sum of its tokens so far) mod the depth: a decision
+    from its whole prefix, remembered across steps in ``state.hypotheses``, which must follow
+    every beam move and departure for a sentence to decode as alone."""
+
+    KEY = "prefix_sum"
+
+    def __init__(self, cfg: PrefixExitConfig, model):
+        self.blocks = len(model.decoder.layers)
+
+    def begin_step(self, step: ExitStep) -> None:
+        memory = step.state.hypotheses
+        memory[self.KEY] = memory.get(self.KEY, torch.zeros_like(step.tokens[:, 0])) + step.tokens[:, 0]
+
+    def decide(self, block, hidden, decoder, step: ExitStep):
+        assert hidden.size(0) == step.rows.numel()
+        return step.state.hypotheses[self.KEY].index_select(0, step.rows) % self.blocks == block
+
+
 class _Policies:
     @hookimpl
     def toolkit_register(self, registries):
         registries.exit_policy.add("sign_exit", SignExitPolicy, SignExitConfig)
+        registries.exit_policy.add("prefix_exit", PrefixExitPolicy, PrefixExitConfig)
 
 
 class _Recording(ExitPolicy):
@@ -131,10 +156,13 @@ def batch_events(monkeypatch):
     return events
 
 
+@pytest.mark.parametrize("name", ["sign_exit", "prefix_exit"])
 @torch.inference_mode()
-def test_each_sentence_decodes_as_alone_while_others_leave_and_beams_reorder(session, model, batch_events):
+def test_each_sentence_decodes_as_alone_while_others_leave_and_beams_reorder(session, model, batch_events, name):
+    """``sign_exit`` decides from a row's state; ``prefix_exit`` from memory kept across steps
+    in ``state.hypotheses``, which reorders with the caches."""
     src, lengths = sources()
-    policy = {"_name": "sign_exit"}
+    policy = {"_name": name}
     batched = generator(session, model, policy)
     results = batched.generate(src, lengths)
     assert batch_events["reordered"] > 0 and batch_events["left"] > 0

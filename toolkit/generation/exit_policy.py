@@ -8,6 +8,11 @@ there. A stopped hypothesis keeps its state: it is copied to the blocks
 above, which compute only their keys and values from it (so later positions can attend to
 it) and run nothing else for it; its next-token distribution is the output layer applied to
 that state.
+
+A policy sees each step through an ``ExitStep``: the position, each row's newest token, the
+encoder output, the rows still running, and the step's ``IncrementalState``, whose
+``hypotheses`` dict keeps per-hypothesis tensors across steps and reorders them with the caches
+when beams move or sentences leave (a plan made once per sentence, a running history).
 """
 
 from __future__ import annotations
@@ -20,6 +25,17 @@ from toolkit.models.base import EncoderOutput
 from toolkit.models.incremental_state import IncrementalState
 
 
+@dataclass
+class ExitStep:
+    """One decoding step as an exit policy sees it (the same object for every block of it)."""
+
+    position: int  # 0-based target position of ``tokens`` (0: the <s> that starts every hypothesis)
+    tokens: torch.Tensor  # (N, 1) each row's newest token
+    encoder_out: EncoderOutput  # (N, S, C) each row's source states
+    state: IncrementalState  # the step's caches; ``state.hypotheses`` holds per-row memory
+    rows: torch.Tensor  # (R,) indices into the N rows of those still running, in the order ``hidden`` holds them
+
+
 class ExitPolicy:
     """Decides, after a decoder block, which rows (hypotheses) exit there.
 
@@ -29,7 +45,9 @@ class ExitPolicy:
 
     def should_exit(self, block: int, hidden: torch.Tensor, decoder
                     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """:param block: 0-based index of the block just computed.
+        """The decision from the block's states alone (what most policies need).
+
+        :param block: 0-based index of the block just computed.
         :param hidden: (N, C) that block's output for the rows still running.
         :param decoder: the decoder (``decoder.project(hidden, block)`` gives that block's
             vocabulary logits).
@@ -39,12 +57,19 @@ class ExitPolicy:
         """
         raise NotImplementedError
 
-    def begin_step(self, encoder_out: EncoderOutput) -> None:
-        """Called before each decoding step's first block, with the encoder's output for the
-        step's rows ((N, S, C) states, one row per hypothesis). A policy that remembers rows
-        across blocks (patience) resets here; one that decides from the source (sequence-level
-        halting) reads it. Exited rows leave in the order ``should_exit`` saw them, so row
-        ``i`` of the next call is the ``i``-th row that did not exit."""
+    def decide(self, block: int, hidden: torch.Tensor, decoder, step: ExitStep
+               ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """What the decoding step calls after each block but the last; by default
+        ``should_exit``. Override it to read the step: which rows ``hidden`` holds
+        (``step.rows``), the position, the tokens, the source, per-hypothesis memory."""
+        return self.should_exit(block, hidden, decoder)
+
+    def begin_step(self, step: ExitStep) -> None:
+        """Called before each decoding step's first block (``step.rows`` is every row). A
+        policy that remembers rows across blocks (patience) resets here; one that decides from
+        the source (sequence-level halting) reads ``step.encoder_out``. Exited rows leave in the
+        order the policy saw them, so row ``i`` of the next call is the ``i``-th row that did
+        not exit."""
 
 
 @dataclass
@@ -89,13 +114,15 @@ def decode_step_with_exits(decoder, tokens: torch.Tensor, encoder_out: EncoderOu
     exit_block = torch.full((batch,), num_blocks, dtype=torch.long, device=x.device)
     rows = torch.arange(batch, device=x.device)  # the rows still running
     decided: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, their logits) computed before the end
-    policy.begin_step(encoder_out)
+    step = ExitStep(state.length, tokens, encoder_out, state, rows)
+    policy.begin_step(step)
     projected = 0
     for i, layer in enumerate(decoder.layers):
         x = layer(x, encoder_out.states, encoder_out.padding_mask, state.self_attn[i], state.cross_attn[i],
                   rows=rows if rows.numel() < batch else None)  # exited rows keep their state: copied upward
         if i < num_blocks - 1 and rows.numel():
-            decision = policy.should_exit(i, x[rows, 0], decoder)
+            step.rows = rows
+            decision = policy.decide(i, x[rows, 0], decoder, step)
             exits, logits = decision if isinstance(decision, tuple) else (decision, None)
             projected += logits.size(0) if logits is not None else 0
             if exits.any():

@@ -58,21 +58,31 @@ class IncrementalState:
     Self-attention caches grow by one position per step. Cross-attention keys/values are
     computed from the encoder output once, at the first step. ``reorder`` follows hypotheses
     that move between beam slots; ``select_sentences`` shrinks the batch when sentences finish.
+
+    Other per-hypothesis memory rides along in ``hypotheses``: tensors whose first dimension is
+    the batch's rows (an exit policy's plan or history, see ``generation/exit_policy.py``);
+    ``reorder`` gathers them with the self-attention caches, so whoever keeps state there never
+    sees a beam move or a sentence leave.
     """
 
     def __init__(self, num_layers: int):
         self.self_attn = [KVCache() for _ in range(num_layers)]
         self.cross_attn = [KVCache() for _ in range(num_layers)]
         self.length = 0  # target positions decoded so far
+        self.hypotheses: dict[str, torch.Tensor] = {}  # name -> (N, ...), follows reorder
 
     def reorder(self, new_order: torch.Tensor) -> None:
-        """Row i of every self-attention cache becomes old row ``new_order[i]``.
+        """Row i of every self-attention cache (and of ``hypotheses``) becomes old row
+        ``new_order[i]``; ``new_order`` indexes the batch before any ``select_sentences`` of the
+        same step, so it also drops the rows of sentences that left.
 
         Cross-attention caches stay: beams of one sentence share its encoder keys/values, so
         a reorder within sentences changes nothing there.
         """
         for cache in self.self_attn:
             cache.defer_select(new_order)  # gathered by the next step's append
+        for name, rows in self.hypotheses.items():
+            self.hypotheses[name] = rows.index_select(0, new_order)
 
     def select_sentences(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` of the cross-attention caches, when finished sentences leave the

@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from toolkit.generation.exit_policy import ExitPolicy
+from toolkit.generation.exit_policy import ExitPolicy, ExitStep
 from toolkit.errors import ConfigError
 
 from depth_adaptive.tuning import read_tuned
@@ -103,7 +103,7 @@ class PatienceExit(ExitPolicy):
         self.previous: torch.Tensor | None = None  # (N,) argmax of the running rows at the last block
         self.agreeing: torch.Tensor | None = None  # (N,) consecutive agreements so far
 
-    def begin_step(self, encoder_out) -> None:
+    def begin_step(self, step: ExitStep) -> None:
         self.previous = self.agreeing = None
 
     def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,8 +126,11 @@ class HaltingConfig:
 
 
 class HaltingExit(ExitPolicy):
-    """The model's learnt halting classifier decides: the most likely exit of q(n|x) (sequence)
-    or q_t(n) (token multinomial, decided at block 1), or chi_t^n >= threshold (geometric)."""
+    """The model's learnt halting classifier decides: the most likely exit of q(n|x) (sequence,
+    planned once per sentence and kept with the hypotheses), of q_t(n) (token multinomial,
+    planned at block 1 of each step), or chi_t^n >= threshold (geometric)."""
+
+    PLAN = "depth_adaptive.sequence_exit"  # the key of the sequence plan in ``state.hypotheses``
 
     def __init__(self, cfg: HaltingConfig, model):
         self.halting = getattr(model, "halting", None)
@@ -138,18 +141,19 @@ class HaltingExit(ExitPolicy):
         if not 0.0 < threshold <= 1.0:
             raise ConfigError(f"exit_policy.threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
-        self.planned: torch.Tensor | None = None  # (N,) 0-based exit block of the running rows
+        self.planned: torch.Tensor | None = None  # (N,) 0-based exit block of every row of this step
 
-    def begin_step(self, encoder_out) -> None:
+    def begin_step(self, step: ExitStep) -> None:
         self.planned = None
         if self.halting.kind == "sequence":
-            self.planned = self.halting.sequence_log_q(encoder_out).argmax(-1)
+            plans = step.state.hypotheses
+            if self.PLAN not in plans:  # the first step: one plan per sentence, reordered with its beams
+                plans[self.PLAN] = self.halting.sequence_log_q(step.encoder_out).argmax(-1)
+            self.planned = plans[self.PLAN]
 
-    def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> torch.Tensor:
+    def decide(self, block: int, hidden: torch.Tensor, decoder, step: ExitStep) -> torch.Tensor:
         if self.halting.kind == "token_geometric":
             return torch.sigmoid(self.halting.chi_logit(hidden, block)) >= self.threshold
-        if self.planned is None:  # token_multinomial, first block
+        if self.planned is None:  # token_multinomial, first block: every row is running
             self.planned = self.halting.multinomial_log_q(hidden).argmax(-1)
-        exits = self.planned == block
-        self.planned = self.planned[~exits]
-        return exits
+        return self.planned.index_select(0, step.rows) == block

@@ -5,9 +5,11 @@
 # Usage: plugins/depth_adaptive/recipes/multi30k_train.sh DATA RUNS [MODEL ...]
 #   MODEL: depth1 depth2 depth3 depth6 (baselines: transformer_small with an n-block decoder),
 #          aligned, mixed (transformer_depth_adaptive_small, criterion depth_adaptive),
+#          aligned_low (aligned with block weights 6,5,4,3,2,1: the lower blocks weigh more),
 #          halting (a geometric halting classifier trained for HALTING_UPDATES on the aligned
-#          model, everything else frozen); default all, in that order.
-# Environment: UPDATES (2000), THREADS (2). Each run's wall-clock goes to RUNS/MODEL/seconds.
+#          model, everything else frozen); default all but aligned_low, in that order.
+# Environment: UPDATES (2000), THREADS (2), HALTING_FROM (aligned: the model halting starts
+#              from). Each run's wall-clock goes to RUNS/MODEL/seconds.
 set -euo pipefail
 DATA=${1:?data folder}
 RUNS=${2:?runs folder}
@@ -21,13 +23,15 @@ for name in $MODELS; do
     case $name in
         depth[0-9]) args=(model=transformer_small "model.decoder_layers=${name#depth}") ;;
         aligned) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive) ;;
+        aligned_low) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive
+                           "criterion.block_weights=[6,5,4,3,2,1]") ;;
         mixed) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive criterion.mode=mixed
                      criterion.samples=3) ;;
         halting) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive
                        +plugins.options.depth_adaptive.halting=token_geometric
                        +plugins.options.depth_adaptive.train_only_halting=true
-                       checkpoint.finetune_from="$RUNS/aligned/checkpoint_last.pt" checkpoint.finetune_strict=false) ;;
-        *) echo "unknown model $name (depthN, aligned, mixed, halting)" >&2; exit 2 ;;
+                       checkpoint.finetune_from="$RUNS/${HALTING_FROM:-aligned}/checkpoint_last.pt" checkpoint.finetune_strict=false) ;;
+        *) echo "unknown model $name (depthN, aligned, aligned_low, mixed, halting)" >&2; exit 2 ;;
     esac
     if [ -f "$RUNS/$name/seconds" ]; then echo "$RUNS/$name: done"; continue; fi
     start=$(date +%s)

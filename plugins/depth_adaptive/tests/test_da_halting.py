@@ -13,6 +13,7 @@ from depth_adaptive.halting import HaltingHead, geometric_log_q
 from depth_adaptive.oracles import sequence_oracle, smooth_over_time, token_oracle, token_scores
 from depth_adaptive.plugin import toolkit_weights_loaded
 from depth_adaptive.policies import HaltingConfig, HaltingExit
+from toolkit.generation.exit_policy import ExitStep
 from toolkit.models.base import EncoderOutput
 
 from da_testing import BLOCKS, VOCAB, tiny_batch, tiny_model
@@ -85,19 +86,34 @@ def test_halting_policy_follows_the_classifier():
     with pytest.raises(ValueError, match="needs a model trained with a halting classifier"):
         HaltingExit(HaltingConfig(), model)
     encoder_out = EncoderOutput(torch.randn(3, 4, 32), torch.zeros(3, 4, dtype=torch.bool))
+    rows = torch.arange(3)
+    step = ExitStep(0, torch.zeros(3, 1, dtype=torch.long), encoder_out, model.decoder.new_state(), rows)
     model.halting = HaltingHead("sequence", BLOCKS, 32, 32)
     with torch.no_grad():
         model.halting.classifier.bias.copy_(torch.tensor([0.0, 0.0, 50.0, 0.0]))  # every sentence: block 3
     policy = HaltingExit(HaltingConfig(), model)
-    policy.begin_step(encoder_out)
+    policy.begin_step(step)
     hidden = torch.randn(3, 32)
-    assert [policy.should_exit(b, hidden, model.decoder).tolist() for b in range(3)] == [
+    assert [policy.decide(b, hidden, model.decoder, step).tolist() for b in range(3)] == [
         [False] * 3, [False] * 3, [True] * 3]
+    # the plan is made once per sentence and follows the beam: a reorder moves it, a new
+    # classifier does not change it
+    plan = step.state.hypotheses[HaltingExit.PLAN]
+    step.state.hypotheses[HaltingExit.PLAN] = torch.tensor([0, 1, 2])
+    step.state.reorder(torch.tensor([2, 2, 0]))
+    with torch.no_grad():
+        model.halting.classifier.bias.zero_()
+    policy.begin_step(step)
+    assert policy.decide(0, hidden, model.decoder, step).tolist() == [False, False, True]
+    step.rows = torch.tensor([0, 1])  # the third row left at block 1
+    assert policy.decide(1, hidden[:2], model.decoder, step).tolist() == [False, False]
+    assert plan.tolist() == [2, 2, 2]
 
     model.halting = HaltingHead("token_geometric", BLOCKS, 32, 32)
     with torch.no_grad():
         model.halting.bias.copy_(torch.tensor([-50.0, 50.0, 0.0]))  # chi^1 ~ 0, chi^2 ~ 1
     policy = HaltingExit(HaltingConfig(threshold=0.5), model)
-    policy.begin_step(encoder_out)
-    assert policy.should_exit(0, hidden, model.decoder).tolist() == [False] * 3
-    assert policy.should_exit(1, hidden, model.decoder).tolist() == [True] * 3
+    step.rows = rows
+    policy.begin_step(step)
+    assert policy.decide(0, hidden, model.decoder, step).tolist() == [False] * 3
+    assert policy.decide(1, hidden, model.decoder, step).tolist() == [True] * 3
