@@ -15,7 +15,9 @@ import sys
 from toolkit.plotting import plot_main
 
 FAMILIES = {"baselines (trained at depth n)": lambda r: r["model"].startswith("depth"),
-            "aligned, exit n": lambda r: r["model"] == "aligned", "mixed, exit n": lambda r: r["model"] == "mixed"}
+            "aligned, exit n": lambda r: r["model"] == "aligned",
+            "aligned (block weights 6..1), exit n": lambda r: r["model"] == "aligned_low",
+            "mixed, exit n": lambda r: r["model"] == "mixed"}
 
 
 def draw(results: dict, axes) -> None:

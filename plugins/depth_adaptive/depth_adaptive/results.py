@@ -1,7 +1,7 @@
 r"""The depth-adaptive tables on a test set: ``python -m depth_adaptive.results RUNS --data DATA``.
 
 RUNS holds the models of ``recipes/multi30k_train.sh`` (``depth1`` .. ``depth6`` baselines,
-``aligned``, ``mixed``, ``halting``, each with ``checkpoint_last.pt``) and the thresholds tuned on
+``aligned``, ``aligned_low``, ``mixed``, ``halting``, each with ``checkpoint_last.pt``) and the thresholds tuned on
 the validation set (``RUNS/tuned/{confidence,entropy,halting}.json``, from
 ``toolkit-tune-exits``). It measures, on the test split:
 
@@ -31,7 +31,7 @@ from toolkit.inference import load_for_inference
 from toolkit.scoring.bleu import score
 
 BASELINES = [f"depth{n}" for n in range(1, 7)]
-MULTI_EXIT = ["aligned", "mixed"]
+MULTI_EXIT = ["aligned", "aligned_low", "mixed"]
 SEARCHES = {"beam5": 5, "greedy": 1}
 
 
@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_test_set_arguments(parser)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the adaptive comparison")
     parser.add_argument("--patience", type=int, nargs="*", default=[1, 2], help="PABEE settings to measure")
+    parser.add_argument("--aligned", default="aligned",
+                        help="the multi-exit run the confidence, entropy and patience rows decode (choose on valid)")
     parser.add_argument("--output", type=Path, help="default RUNS/results.json")
     return parser.parse_args(argv)
 
@@ -90,12 +92,12 @@ def anytime_rows(runs: Path, sources: list[str], references: list[str], batch: i
     return rows
 
 
-def policies(runs: Path, patience: list[int]) -> list[tuple[str, dict]]:
+def policies(runs: Path, aligned: str, patience: list[int]) -> list[tuple[str, dict]]:
     """(model run, exit policy) pairs to compare with full depth, for the runs and tuned files
     that exist."""
-    aligned = (runs / "aligned" / "checkpoint_last.pt").is_file()
-    chosen = [("aligned", {"_name": "patience", "patience": p}) for p in patience if aligned]
-    for policy, run in (("confidence", "aligned"), ("entropy", "aligned"), ("halting", "halting")):
+    chosen = [(aligned, {"_name": "patience", "patience": p}) for p in patience
+              if (runs / aligned / "checkpoint_last.pt").is_file()]
+    for policy, run in (("confidence", aligned), ("entropy", aligned), ("halting", "halting")):
         tuned = runs / "tuned" / f"{policy}.json"
         if tuned.is_file() and (runs / run / "checkpoint_last.pt").is_file():
             chosen.append((run, {"_name": policy, "tuned": str(tuned)}))
@@ -104,7 +106,7 @@ def policies(runs: Path, patience: list[int]) -> list[tuple[str, dict]]:
 
 def adaptive_rows(runs: Path, sources: list[str], references: list[str], args: argparse.Namespace) -> list[dict]:
     rows = []
-    for run, policy in policies(runs, args.patience):
+    for run, policy in policies(runs, args.aligned, args.patience):
         task, model = load(runs / run / "checkpoint_last.pt")
         for search, beam in SEARCHES.items():
             full = Translator(task, model, GenerationConfig(beam=beam), max_sentences=args.batch)

@@ -2,13 +2,16 @@
 # Tune exit thresholds on the validation set, then measure the anytime and adaptive tables on
 # test2016 and draw the plot, for the models of multi30k_train.sh.
 # Usage: plugins/depth_adaptive/recipes/multi30k_eval.sh DATA RUNS [STAGE ...]
-#   STAGE: tune (toolkit-tune-exits on valid: confidence and entropy on the aligned model, the
+#   STAGE: tune (toolkit-tune-exits on valid: confidence and entropy on the ALIGNED model, the
 #          geometric halting threshold on the halting model), results (test2016, decoded in
 #          this one process: run it on a quiet machine), plot; default all three. Also speed
 #          (not in the default): training target tokens/s of the depth-6 baseline, aligned and
-#          mixed at the training recipe's batch, alternating in two rounds (a quiet machine).
+#          mixed at the training recipe's batch, alternating in two rounds (a quiet machine), and
+#          significance (each baseline against ALIGNED cut to its depth on valid and test:
+#          sacreBLEU's paired bootstrap, 1,000 resamples; outputs kept in RUNS/outputs).
 # Environment: THREADS (2), SAMPLES (12 random settings per policy), LIMIT (500 valid sentences),
-#              ROUNDS (1 alternating round of the adaptive comparison).
+#              ROUNDS (1 alternating round of the adaptive comparison), ALIGNED (aligned: the
+#              multi-exit run the confidence, entropy and patience policies decode).
 set -euo pipefail
 DATA=${1:?data folder}
 RUNS=${2:?runs folder}
@@ -24,14 +27,15 @@ for stage in $STAGES; do
         tune)
             mkdir -p "$RUNS/tuned"
             for policy in confidence entropy halting; do
-                model=$([ "$policy" = halting ] && echo halting || echo aligned)
+                model=$([ "$policy" = halting ] && echo halting || echo "${ALIGNED:-aligned}")
                 [ -f "$RUNS/tuned/$policy.json" ] && continue
                 toolkit-tune-exits "$RUNS/$model/checkpoint_last.pt" --policy "$policy" --samples "$SAMPLES" \
                     --limit "$LIMIT" --source "$DATA/valid.de" --reference "$DATA/valid.en" --beam 5 --batch 64 \
                     --threads "$THREADS" --device cpu --output "$RUNS/tuned/$policy.json"
             done ;;
         results)
-            python -m depth_adaptive.results "$RUNS" --data "$DATA" --threads "$THREADS" --rounds "${ROUNDS:-1}" ;;
+            python -m depth_adaptive.results "$RUNS" --data "$DATA" --threads "$THREADS" --rounds "${ROUNDS:-1}" \
+                --aligned "${ALIGNED:-aligned}" ;;
         speed)
             for round in 1 2; do
                 for name in depth6 aligned mixed; do
@@ -48,8 +52,25 @@ for stage in $STAGES; do
                         "${args[@]}" optim.lr=1e-3
                 done
             done ;;
+        significance)
+            mkdir -p "$RUNS/outputs"
+            aligned=${ALIGNED:-aligned}
+            for split in valid test; do
+                for n in 1 2 3 6; do
+                    [ -f "$RUNS/depth$n/checkpoint_last.pt" ] || continue
+                    base=$RUNS/outputs/$split.depth$n.txt
+                    cut=$RUNS/outputs/$split.$aligned.exit$n.txt
+                    [ -f "$base" ] || OMP_NUM_THREADS=$THREADS toolkit-generate path="$RUNS/depth$n/checkpoint_last.pt" \
+                        split="$split" generation.beam=5 output="$base" 2> /dev/null
+                    [ -f "$cut" ] || OMP_NUM_THREADS=$THREADS toolkit-generate path="$RUNS/$aligned/checkpoint_last.pt" \
+                        split="$split" generation.beam=5 generation/exit_policy=fixed_depth \
+                        generation.exit_policy.block="$n" output="$cut" 2> /dev/null
+                    echo "== $split: depth$n against $aligned at exit $n"
+                    sacrebleu "$DATA/$split.en" -i "$base" "$cut" --paired-bs -m bleu -f text 2> /dev/null | grep "│"
+                done
+            done ;;
         plot)
             python -m depth_adaptive.plot "$RUNS/results.json" --output "$HERE/../bleu_vs_speed.png" ;;
-        *) echo "unknown stage $stage (tune, results, plot, speed)" >&2; exit 2 ;;
+        *) echo "unknown stage $stage (tune, results, plot, speed, significance)" >&2; exit 2 ;;
     esac
 done
