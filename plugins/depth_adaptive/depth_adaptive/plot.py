@@ -32,7 +32,8 @@ def draw(results: dict, axes) -> None:
     for r in (r for r in results["adaptive"] if r["search"] == "beam5"):
         speed = r["sentences_per_s"]
         axes.scatter([speed], [r["bleu"]], marker="*", s=90, zorder=3)
-        axes.annotate(f"{r['policy']} (AE {r['average_exit']:.1f})", (speed, r["bleu"]), fontsize=7,
+        name = r["model"] if r["policy"] == "halting" else r["policy"]  # halting runs: halting, halting_mixed
+        axes.annotate(f"{name} (AE {r['average_exit']:.1f})", (speed, r["bleu"]), fontsize=7,
                       textcoords="offset points", xytext=(4, -9))
     axes.set_xlabel(f"sentences/s (beam 5, batch {results['batch']}, {results['threads']} threads)")
     axes.set_ylabel(f"sacreBLEU ({results['split']})")

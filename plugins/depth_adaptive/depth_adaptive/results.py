@@ -2,7 +2,8 @@ r"""The depth-adaptive tables on a test set: ``python -m depth_adaptive.results 
 
 RUNS holds the models of ``recipes/multi30k_train.sh`` (``depth1`` .. ``depth6`` baselines,
 ``aligned``, ``aligned_low``, ``mixed``, ``halting``, each with ``checkpoint_last.pt``) and the
-thresholds tuned on the validation set (``RUNS/tuned/{confidence,entropy,halting}.json``, from
+thresholds tuned on the validation set (``RUNS/tuned/{confidence,entropy}.json``, and
+``RUNS/tuned/RUN.json`` for each halting run, from
 ``toolkit-tune-exits``). It measures, on the test split:
 
 * the anytime table: each baseline at its depth, and the aligned and mixed models cut to n
@@ -97,8 +98,10 @@ def policies(runs: Path, aligned: str, patience: list[int]) -> list[tuple[str, d
     that exist."""
     chosen = [(aligned, {"_name": "patience", "patience": p}) for p in patience
               if (runs / aligned / "checkpoint_last.pt").is_file()]
-    for policy, run in (("confidence", aligned), ("entropy", aligned), ("halting", "halting")):
-        tuned = runs / "tuned" / f"{policy}.json"
+    candidates = [("confidence", aligned, "confidence"), ("entropy", aligned, "entropy")]
+    candidates += [("halting", path.name, path.name) for path in sorted(runs.glob("halting*"))]  # halting, halting_mixed
+    for policy, run, tuned_name in candidates:
+        tuned = runs / "tuned" / f"{tuned_name}.json"
         if tuned.is_file() and (runs / run / "checkpoint_last.pt").is_file():
             chosen.append((run, {"_name": policy, "tuned": str(tuned)}))
     return chosen

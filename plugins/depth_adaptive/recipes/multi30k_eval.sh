@@ -3,8 +3,9 @@
 # test2016 and draw the plot, for the models of multi30k_train.sh.
 # Usage: plugins/depth_adaptive/recipes/multi30k_eval.sh DATA RUNS [STAGE ...]
 #   STAGE: tune (toolkit-tune-exits on valid: confidence and entropy on the ALIGNED model, the
-#          geometric halting threshold on the halting model), results (test2016, decoded in
-#          this one process: run it on a quiet machine), plot; default all three. Also speed
+#          geometric halting threshold on each halting run: halting, halting_mixed), results
+#          (test2016, decoded in this one process: run it on a quiet machine), plot; default all
+#          three. Also speed
 #          (not in the default): training target tokens/s of the depth-6 baseline, aligned and
 #          mixed at the training recipe's batch, alternating in two rounds (a quiet machine), and
 #          significance (each baseline against ALIGNED cut to its depth on valid and test:
@@ -26,12 +27,16 @@ for stage in $STAGES; do
     case $stage in
         tune)
             mkdir -p "$RUNS/tuned"
-            for policy in confidence entropy halting; do
-                model=$([ "$policy" = halting ] && echo halting || echo "${ALIGNED:-aligned}")
-                [ -f "$RUNS/tuned/$policy.json" ] && continue
+            halting_runs=$(cd "$RUNS" && ls -d halting* 2> /dev/null || true)
+            for name in confidence entropy $halting_runs; do  # tuned/NAME.json
+                case $name in
+                    halting*) policy=halting; model=$name ;;
+                    *) policy=$name; model=${ALIGNED:-aligned} ;;
+                esac
+                [ -f "$RUNS/tuned/$name.json" ] && continue
                 toolkit-tune-exits "$RUNS/$model/checkpoint_last.pt" --policy "$policy" --samples "$SAMPLES" \
                     --limit "$LIMIT" --source "$DATA/valid.de" --reference "$DATA/valid.en" --beam 5 --batch 64 \
-                    --threads "$THREADS" --device cpu --output "$RUNS/tuned/$policy.json"
+                    --threads "$THREADS" --device cpu --output "$RUNS/tuned/$name.json"
             done ;;
         results)
             python -m depth_adaptive.results "$RUNS" --data "$DATA" --threads "$THREADS" --rounds "${ROUNDS:-1}" \

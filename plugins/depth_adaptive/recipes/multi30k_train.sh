@@ -7,9 +7,11 @@
 #          aligned, mixed (transformer_depth_adaptive_small, criterion depth_adaptive),
 #          aligned_low (aligned with block weights 6,5,4,3,2,1: the lower blocks weigh more),
 #          halting (a geometric halting classifier trained for HALTING_UPDATES on the aligned
-#          model, everything else frozen); default all but aligned_low, in that order.
+#          model, everything else frozen), halting_RUN (the same on the model of RUN, e.g.
+#          halting_mixed); default all but aligned_low, in that order.
 # Environment: UPDATES (2000), THREADS (2), HALTING_FROM (aligned: the model halting starts
-#              from). Each run's wall-clock goes to RUNS/MODEL/seconds.
+#              from), SEED (1: common.seed, for repeats of a run in another RUNS folder).
+#              Each run's wall-clock goes to RUNS/MODEL/seconds.
 set -euo pipefail
 DATA=${1:?data folder}
 RUNS=${2:?runs folder}
@@ -27,16 +29,18 @@ for name in $MODELS; do
                            "criterion.block_weights=[6,5,4,3,2,1]") ;;
         mixed) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive criterion.mode=mixed
                      criterion.samples=3) ;;
-        halting) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive
+        halting|halting_*)  # halting_RUN starts from RUN, halting from HALTING_FROM
+            from=${name#halting}; from=${from#_}; from=${from:-${HALTING_FROM:-aligned}}
+            args=(model=transformer_depth_adaptive_small criterion=depth_adaptive
                        +plugins.options.depth_adaptive.halting=token_geometric
                        +plugins.options.depth_adaptive.train_only_halting=true
-                       checkpoint.finetune_from="$RUNS/${HALTING_FROM:-aligned}/checkpoint_last.pt" checkpoint.finetune_strict=false) ;;
-        *) echo "unknown model $name (depthN, aligned, aligned_low, mixed, halting)" >&2; exit 2 ;;
+                       checkpoint.finetune_from="$RUNS/$from/checkpoint_last.pt" checkpoint.finetune_strict=false) ;;
+        *) echo "unknown model $name (depthN, aligned, aligned_low, mixed, halting, halting_RUN)" >&2; exit 2 ;;
     esac
     if [ -f "$RUNS/$name/seconds" ]; then echo "$RUNS/$name: done"; continue; fi
     start=$(date +%s)
-    toolkit-train task=multi30k_de_en task.data="$DATA" "${args[@]}" common.threads="$THREADS" \
-        optimization.max_update="$([ "$name" = halting ] && echo "$HALTING_UPDATES" || echo "$UPDATES")" optimization.max_time_minutes=0 dataset.max_tokens=1024 optim.lr=1e-3 \
+    toolkit-train task=multi30k_de_en task.data="$DATA" "${args[@]}" common.threads="$THREADS" common.seed="${SEED:-1}" \
+        optimization.max_update="$([[ "$name" = halting* ]] && echo "$HALTING_UPDATES" || echo "$UPDATES")" optimization.max_time_minutes=0 dataset.max_tokens=1024 optim.lr=1e-3 \
         checkpoint.save_dir="$RUNS/$name" common.log_interval=100
     echo $(( $(date +%s) - start )) > "$RUNS/$name/seconds"
 done

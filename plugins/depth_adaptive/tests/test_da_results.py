@@ -1,11 +1,13 @@
 """The results script's anytime model: cut to n blocks, it computes what exit n computes, and
-the model it was cut from stays whole."""
+the model it was cut from stays whole; its adaptive rows are the runs and tuned files there."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from depth_adaptive.results import truncated
+from depth_adaptive.results import policies, truncated
 
 from da_testing import BLOCKS, tiny_batch, tiny_model
 
@@ -19,3 +21,16 @@ def test_a_truncated_model_equals_exit_n_and_leaves_the_model_whole():
             cut = truncated(model, blocks)
             assert len(cut.decoder.layers) == blocks and len(model.decoder.layers) == BLOCKS
             torch.testing.assert_close(cut(**net_input).logits, model.decoder.project(hidden[blocks - 1], blocks - 1))
+
+
+def test_policies_pair_each_halting_run_with_its_own_tuned_file(tmp_path):
+    for run in ("aligned_low", "halting", "halting_mixed", "halting_untuned"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "checkpoint_last.pt").touch()
+    (tmp_path / "tuned").mkdir()
+    for name in ("confidence", "halting", "halting_mixed"):  # no entropy.json, no halting_untuned.json
+        (tmp_path / "tuned" / f"{name}.json").touch()
+    chosen = policies(tmp_path, "aligned_low", patience=[1])
+    assert [(run, options["_name"], Path(options.get("tuned", "-")).name) for run, options in chosen] == [
+        ("aligned_low", "patience", "-"), ("aligned_low", "confidence", "confidence.json"),
+        ("halting", "halting", "halting.json"), ("halting_mixed", "halting", "halting_mixed.json")]
