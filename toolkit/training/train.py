@@ -82,86 +82,123 @@ def _train(cfg: DictConfig, plugins: PluginSession, distributed: DistributedCont
     if master:
         save_config(cfg, save_dir / "config.yaml")
     plugins.hook.toolkit_train_begin(trainer=trainer)
+    history = _TrainingLoop(cfg, trainer, plugins, checkpoints, train_itr, valid_data).run()
+    if master and not cfg.checkpoint.no_save:
+        _say_what_next(cfg, checkpoints)
+    return history
 
-    opt = cfg.optimization
-    reporter = Reporter(cfg.common.log_format if master else "none", cfg.common.tensorboard_dir if master else None)
-    history: dict[str, Any] = {"train_losses": [], "valid": [], "interrupted": False, "save_dir": str(save_dir)}
 
-    def save(end_of_epoch: bool, valid_stats: dict[str, float] | None = None) -> None:
+class _TrainingLoop:
+    """Epochs of updates until ``optimization.max_update``, ``max_epoch`` or ``max_time_minutes``
+    (or a signal), validating and saving at each epoch's end; every rank stops at the same update."""
+
+    def __init__(self, cfg: DictConfig, trainer: Trainer, plugins: PluginSession, checkpoints: CheckpointManager,
+                 train_itr, valid_data):
+        self.cfg, self.trainer, self.plugins, self.checkpoints = cfg, trainer, plugins, checkpoints
+        self.train_itr, self.valid_data = train_itr, valid_data
+        self.distributed = trainer.distributed
+        self.shard = (self.distributed.rank, self.distributed.world_size)
+        master = self.distributed.is_master
+        self.reporter = Reporter(cfg.common.log_format if master else "none",
+                                 cfg.common.tensorboard_dir if master else None)
+        self.history: dict[str, Any] = {"train_losses": [], "valid": [], "interrupted": False,
+                                        "save_dir": str(checkpoints.save_dir)}
+        self.start = time.monotonic()
+
+    def run(self) -> dict[str, Any]:
+        """Train to the end; the history ``train`` returns."""
+        trainer, train_itr = self.trainer, self.train_itr
+        with _stop_on_signals() as stop:
+            while not self.done():
+                epoch = train_itr.epoch
+                meter, stop_reason = self.train_epoch(stop)
+                if stop_reason == "signal" and not train_itr.end_of_epoch():
+                    logger.warning("stopping on a signal at update %d", trainer.num_updates)
+                    self.save(end_of_epoch=False)
+                    self.history["interrupted"] = True
+                    break
+                self.end_epoch(epoch, meter)
+                if stop_reason == "signal":  # with the epoch's last batch: the epoch was completed first
+                    logger.warning("stopping on a signal at the end of epoch %d (update %d)", epoch,
+                                   trainer.num_updates)
+                    self.history["interrupted"] = True
+                    break
+        self.reporter.close()
+        epoch = train_itr.epoch - 1 if train_itr.end_of_epoch() else train_itr.epoch  # the last one trained
+        logger.info("done training: %d updates, epoch %d", trainer.num_updates, epoch)
+        self.history.update(num_updates=trainer.num_updates, epoch=epoch, model=trainer.module,
+                            train_losses=[float(loss) for loss in self.history["train_losses"]])
+        return self.history
+
+    def train_epoch(self, stop: threading.Event) -> tuple[Meter, str | None]:
+        """Updates until the epoch ends or training must stop: the epoch's meter, and why it
+        stopped early ("signal", "time") or None."""
+        cfg, trainer, train_itr, opt = self.cfg, self.trainer, self.train_itr, self.cfg.optimization
+        epoch, meter, window = train_itr.epoch, Meter(), Meter()
+        reduce = trainer.criterion.reduce_metrics
+        with closing(train_itr.next_epoch_itr()) as epoch_batches:  # stops its prefetching thread
+            for samples in _groups(self.reporter.iterate(epoch_batches, len(train_itr), epoch), opt.update_freq):
+                logging_output = trainer.train_step(samples)
+                if logging_output is not None:
+                    meter.add(logging_output)
+                    window.add(logging_output)
+                    # kept as tensors: reading them now would wait for the GPU at every update
+                    self.history["train_losses"].append(logging_output["loss"] / logging_output["ntokens"])
+                if cfg.common.log_interval and trainer.num_updates % cfg.common.log_interval == 0 and window.count:
+                    self.reporter.log("train_inner", _with_progress(summarize(window, reduce), epoch, trainer),
+                                      trainer.num_updates)
+                    window.reset()
+                if self.distributed.any(stop.is_set() or self.out_of_time()):  # every rank stops at the same update
+                    return meter, "signal" if self.distributed.any(stop.is_set()) else "time"
+                if opt.max_update and trainer.num_updates >= opt.max_update:
+                    break
+                save_every = cfg.checkpoint.save_interval_updates
+                if save_every and trainer.num_updates % save_every == 0:
+                    self.save(end_of_epoch=False)
+        return meter, None
+
+    def end_epoch(self, epoch: int, meter: Meter) -> None:
+        """Log the epoch, validate when due (and at the end), save."""
+        cfg, trainer = self.cfg, self.trainer
+        end_of_epoch = self.train_itr.end_of_epoch()
+        self.reporter.log("train", _with_progress(summarize(meter, trainer.criterion.reduce_metrics), epoch, trainer),
+                          trainer.num_updates)
+        valid_stats, finishing = None, self.done()
+        if self.valid_data is not None and (end_of_epoch and epoch % cfg.optimization.validate_interval == 0
+                                            or finishing):
+            valid_stats = validate(trainer, trainer.task, self.valid_data, self.shard)
+            if cfg.validation.bleu:
+                valid_stats["bleu"] = validation_bleu(cfg, trainer, trainer.task, self.plugins)
+            self.plugins.hook.toolkit_on_epoch_end(trainer=trainer, epoch=epoch, valid_stats=valid_stats)
+            self.reporter.log("valid", _with_progress(valid_stats, epoch, trainer), trainer.num_updates)
+            self.history["valid"].append(valid_stats)
+        self.save(end_of_epoch=end_of_epoch, valid_stats=valid_stats)
+
+    def out_of_time(self) -> bool:
+        minutes = self.cfg.optimization.max_time_minutes
+        return bool(minutes and time.monotonic() - self.start >= 60 * minutes)
+
+    def done(self) -> bool:
+        """Whether training is over: the same answer on every rank."""
+        opt, trainer = self.cfg.optimization, self.trainer
+        return self.distributed.any(bool(opt.max_update and trainer.num_updates >= opt.max_update) or bool(
+            opt.max_epoch and self.train_itr.epoch > opt.max_epoch) or self.out_of_time())
+
+    def save(self, end_of_epoch: bool, valid_stats: dict[str, float] | None = None) -> None:
+        """Write the checkpoints due (rank 0; every rank contributes its RNG state)."""
+        cfg = self.cfg
         if cfg.checkpoint.no_save:
             return
-        state = _checkpoint_state(cfg, trainer, train_itr, plugins)  # every rank: RNG states are gathered
-        if not master:
+        state = _checkpoint_state(cfg, self.trainer, self.train_itr, self.plugins)  # every rank: RNG states are gathered
+        if not self.distributed.is_master:
             return
         metric = valid_stats.get(cfg.checkpoint.best_metric) if valid_stats else None
         if valid_stats and metric is None:  # a misspelt name would otherwise never write a best checkpoint
             logger.warning("checkpoint.best_metric=%s is not among this validation's metrics (%s): no %s is "
                            "written for it", cfg.checkpoint.best_metric, ", ".join(sorted(valid_stats)), BEST)
-        epoch = train_itr.epoch - 1 if end_of_epoch else None
-        written = checkpoints.save(state, epoch, metric)
-        logger.info("saved %s (update %d)", ", ".join(p.name for p in written), trainer.num_updates)
-
-    start = time.monotonic()
-
-    def out_of_time() -> bool:
-        return bool(opt.max_time_minutes and time.monotonic() - start >= 60 * opt.max_time_minutes)
-
-    def done() -> bool:  # the same answer on every rank
-        return distributed.any(bool(opt.max_update and trainer.num_updates >= opt.max_update) or bool(
-            opt.max_epoch and train_itr.epoch > opt.max_epoch) or out_of_time())
-
-    with _stop_on_signals() as stop:
-        while not done():
-            epoch, meter, window, stop_reason = train_itr.epoch, Meter(), Meter(), None
-            with closing(train_itr.next_epoch_itr()) as epoch_batches:  # stops its prefetching thread
-                for samples in _groups(reporter.iterate(epoch_batches, len(train_itr), epoch), opt.update_freq):
-                    logging_output = trainer.train_step(samples)
-                    if logging_output is not None:
-                        meter.add(logging_output)
-                        window.add(logging_output)
-                        # kept as tensors: reading them now would wait for the GPU at every update
-                        history["train_losses"].append(logging_output["loss"] / logging_output["ntokens"])
-                    if cfg.common.log_interval and trainer.num_updates % cfg.common.log_interval == 0 and window.count:
-                        reporter.log("train_inner", _with_progress(summarize(window, criterion.reduce_metrics),
-                                                                   epoch, trainer), trainer.num_updates)
-                        window.reset()
-                    if distributed.any(stop.is_set() or out_of_time()):  # every rank stops at the same update
-                        stop_reason = "signal" if distributed.any(stop.is_set()) else "time"
-                        break
-                    if opt.max_update and trainer.num_updates >= opt.max_update:
-                        break
-                    save_every = cfg.checkpoint.save_interval_updates
-                    if save_every and trainer.num_updates % save_every == 0:
-                        save(end_of_epoch=False)
-            if stop_reason == "signal" and not train_itr.end_of_epoch():
-                logger.warning("stopping on a signal at update %d", trainer.num_updates)
-                save(end_of_epoch=False)
-                history["interrupted"] = True
-                break
-            end_of_epoch = train_itr.end_of_epoch()
-            reporter.log("train", _with_progress(summarize(meter, criterion.reduce_metrics), epoch, trainer),
-                         trainer.num_updates)
-            valid_stats, finishing = None, done()
-            if valid_data is not None and (end_of_epoch and epoch % opt.validate_interval == 0 or finishing):
-                valid_stats = validate(trainer, task, valid_data, shard)
-                if cfg.validation.bleu:
-                    valid_stats["bleu"] = validation_bleu(cfg, trainer, task, plugins)
-                plugins.hook.toolkit_on_epoch_end(trainer=trainer, epoch=epoch, valid_stats=valid_stats)
-                reporter.log("valid", _with_progress(valid_stats, epoch, trainer), trainer.num_updates)
-                history["valid"].append(valid_stats)
-            save(end_of_epoch=end_of_epoch, valid_stats=valid_stats)
-            if stop_reason == "signal":  # with the epoch's last batch: the epoch was completed first
-                logger.warning("stopping on a signal at the end of epoch %d (update %d)", epoch, trainer.num_updates)
-                history["interrupted"] = True
-                break
-    reporter.close()
-    epoch = train_itr.epoch - 1 if train_itr.end_of_epoch() else train_itr.epoch  # the last one trained
-    logger.info("done training: %d updates, epoch %d", trainer.num_updates, epoch)
-    if master and not cfg.checkpoint.no_save:
-        _say_what_next(cfg, checkpoints)
-    history.update(num_updates=trainer.num_updates, epoch=epoch, model=trainer.module,
-                   train_losses=[float(loss) for loss in history["train_losses"]])
-    return history
+        epoch = self.train_itr.epoch - 1 if end_of_epoch else None
+        written = self.checkpoints.save(state, epoch, metric)
+        logger.info("saved %s (update %d)", ", ".join(p.name for p in written), self.trainer.num_updates)
 
 
 def validate(trainer: Trainer, task, dataset, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
