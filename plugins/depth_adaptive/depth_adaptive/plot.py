@@ -3,7 +3,7 @@ r"""BLEU against decoding speed from ``depth_adaptive.results``' file:
     python -m depth_adaptive.plot RUNS/results.json --output plugins/depth_adaptive/bleu_vs_speed.png
 
 One line per family of fixed-depth models (the baselines trained at each depth; the aligned and
-mixed models cut at each exit) and one point per adaptive policy, all with beam 5, at the
+mixed models cut at each exit) and one star per adaptive policy (named in the legend), all with beam 5, at the
 speeds measured in the same quiet process. Needs matplotlib
 (``pip install -e plugins/depth_adaptive[plot]``).
 """
@@ -30,15 +30,16 @@ def draw(results: dict, axes) -> None:
                 axes.annotate(str(r["exit"]), (r["sentences_per_s"], r["bleu"]), fontsize=7,
                               textcoords="offset points", xytext=(3, 3))
     for r in (r for r in results["adaptive"] if r["search"] == "beam5"):
-        speed = r["sentences_per_s"]
-        axes.scatter([speed], [r["bleu"]], marker="*", s=90, zorder=3)
         name = r["model"] if r["policy"] == "halting" else r["policy"]  # halting runs: halting, halting_mixed
-        axes.annotate(f"{name} (AE {r['average_exit']:.1f})", (speed, r["bleu"]), fontsize=7,
-                      textcoords="offset points", xytext=(4, -9))
+        value = r["setting"].split("=", 1)[1]
+        setting = f" {value}" if len(value) <= 3 else ""  # patience's p; thresholds are in the README's table
+        axes.scatter([r["sentences_per_s"]], [r["bleu"]], marker="*", s=110, zorder=3,
+                     label=f"{name}{setting} (AE {r['average_exit']:.1f})")
     axes.set_xlabel(f"sentences/s (beam 5, batch {results['batch']}, {results['threads']} threads)")
     axes.set_ylabel(f"sacreBLEU ({results['split']})")
     axes.set_title("Depth-adaptive decoding: quality against speed")
-    axes.legend(fontsize=8, loc="lower left")
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot: points stay visible
+
 
 
 def main(argv: list[str] | None = None) -> int:

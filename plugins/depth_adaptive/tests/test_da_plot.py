@@ -1,4 +1,4 @@
-"""The plot script draws a results file: fixed-depth families as lines, policies as points."""
+"""The plot script draws a results file: fixed-depth families as lines, policies as named stars."""
 
 from __future__ import annotations
 
@@ -6,18 +6,33 @@ import json
 
 import pytest
 
-from depth_adaptive.plot import main as plot_main
+from depth_adaptive.plot import draw, main as plot_main
 
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     anytime = [{"model": model, "exit": n, "bleu": 20 + n, "sentences_per_s": 60 - 5 * n}
                for model in ("depth1", "aligned") for n in (1, 2)]
-    adaptive = [{"policy": "halting", "search": "beam5", "average_exit": 1.5, "bleu": 21.5, "sentences_per_s": 52}]
-    results = tmp_path / "results.json"
-    results.write_text(json.dumps({"anytime": anytime, "adaptive": adaptive, "batch": 64, "threads": 2, "split": "test"}))
-    assert plot_main([str(results), "--output", str(tmp_path / "plot.png")]) == 0
+    adaptive = [{"model": "halting_mixed", "policy": "halting", "setting": "threshold=0.1345", "search": "beam5",
+                 "average_exit": 1.5, "bleu": 21.5, "sentences_per_s": 52},
+                {"model": "aligned", "policy": "patience", "setting": "patience=2", "search": "beam5",
+                 "average_exit": 3.3, "bleu": 21.0, "sentences_per_s": 40},
+                {"model": "aligned", "policy": "entropy", "setting": "thresholds=[0.00, 2.70]", "search": "greedy",
+                 "average_exit": 3.3, "bleu": 21.0, "sentences_per_s": 140}]
+    results = {"anytime": anytime, "adaptive": adaptive, "batch": 64, "threads": 2, "split": "test"}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    assert plot_main([str(path), "--output", str(tmp_path / "plot.png")]) == 0
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+    _, axes = pyplot.subplots()
+    draw(results, axes)
+    labels = [text.get_text() for text in axes.get_legend().get_texts()]
+    # a halting run is named by its model, patience by its p; greedy rows are not drawn
+    assert labels == ["baselines (trained at depth n)", "aligned, exit n", "halting_mixed (AE 1.5)", "patience 2 (AE 3.3)"]
 
 
 def test_a_missing_results_file_is_named(tmp_path):
