@@ -189,7 +189,8 @@ class _TrainingLoop:
         cfg = self.cfg
         if cfg.checkpoint.no_save:
             return
-        state = _checkpoint_state(cfg, self.trainer, self.train_itr, self.plugins)  # every rank: RNG states are gathered
+        # every rank: the RNG states are gathered
+        state = _checkpoint_state(cfg, self.trainer, self.train_itr, self.plugins)
         if not self.distributed.is_master:
             return
         metric = valid_stats.get(cfg.checkpoint.best_metric) if valid_stats else None

@@ -3,8 +3,8 @@ r"""BLEU against decoding speed from ``depth_adaptive.results``' file:
     python -m depth_adaptive.plot RUNS/results.json --output plugins/depth_adaptive/bleu_vs_speed.png
 
 One line per family of fixed-depth models (the baselines trained at each depth; the aligned and
-mixed models cut at each exit) and one star per adaptive policy (named in the legend), all with beam 5, at the
-speeds measured in the same quiet process. Needs matplotlib
+mixed models cut at each exit) and one star per adaptive policy (named in the legend), all
+with beam 5, at the speeds measured in the same quiet process. Needs matplotlib
 (``pip install -e plugins/depth_adaptive[plot]``).
 """
 
@@ -39,7 +39,6 @@ def draw(results: dict, axes) -> None:
     axes.set_ylabel(f"sacreBLEU ({results['split']})")
     axes.set_title("Depth-adaptive decoding: quality against speed")
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot: points stay visible
-
 
 
 def main(argv: list[str] | None = None) -> int:

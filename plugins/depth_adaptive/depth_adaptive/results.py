@@ -99,7 +99,8 @@ def policies(runs: Path, aligned: str, patience: list[int]) -> list[tuple[str, d
     chosen = [(aligned, {"_name": "patience", "patience": p}) for p in patience
               if (runs / aligned / "checkpoint_last.pt").is_file()]
     candidates = [("confidence", aligned, "confidence"), ("entropy", aligned, "entropy")]
-    candidates += [("halting", path.name, path.name) for path in sorted(runs.glob("halting*"))]  # halting, halting_mixed
+    # each halting run (halting, halting_mixed, ...) with its own tuned file
+    candidates += [("halting", path.name, path.name) for path in sorted(runs.glob("halting*"))]
     for policy, run, tuned_name in candidates:
         tuned = runs / "tuned" / f"{tuned_name}.json"
         if tuned.is_file() and (runs / run / "checkpoint_last.pt").is_file():

@@ -5,11 +5,11 @@
 #   STAGE: tune (toolkit-tune-exits on valid: confidence and entropy on the ALIGNED model, the
 #          geometric halting threshold on each halting run: halting, halting_mixed), results
 #          (test2016, decoded in this one process: run it on a quiet machine), plot; default all
-#          three. Also speed
-#          (not in the default): training target tokens/s of the depth-6 baseline, aligned and
-#          mixed at the training recipe's batch, alternating in two rounds (a quiet machine), and
-#          significance (each baseline against ALIGNED cut to its depth on valid and test:
-#          sacreBLEU's paired bootstrap, 1,000 resamples; outputs kept in RUNS/outputs).
+#          three. Also, not in the default: speed (training target tokens/s of the depth-6
+#          baseline, aligned and mixed at the training recipe's batch, alternating in two rounds
+#          on a quiet machine) and significance (each baseline against ALIGNED cut to its depth
+#          on valid and test: sacreBLEU's paired bootstrap, 1,000 resamples; outputs kept in
+#          RUNS/outputs).
 # Environment: THREADS (2), SAMPLES (12 random settings per policy), LIMIT (500 valid sentences),
 #              ROUNDS (1 alternating round of the adaptive comparison), ALIGNED (aligned: the
 #              multi-exit run the confidence, entropy and patience policies decode).
