@@ -8,7 +8,8 @@
 # Usage: plugins/distill/recipes/multi30k.sh TEACHER DATA RUNS [METHOD ...]
 #   TEACHER: e.g. runs/qn/plain/checkpoint_avg3.pt of plugins/quant_noise/recipes/multi30k_train.sh
 #   METHOD: real sequence word both (default all four, in that order)
-# Environment: UPDATES (2000), TOKENS (1024 tokens per batch), LR (1e-3), THREADS (2).
+# Environment: UPDATES (2000), TOKENS (1024 tokens per batch), LR (1e-3), THREADS (2),
+# DECODER_LAYERS (1: the student's decoder blocks).
 set -euo pipefail
 TEACHER=${1:?teacher checkpoint}
 DATA=${2:?data folder}
@@ -18,6 +19,7 @@ METHODS=${*:-real sequence word both}
 UPDATES=${UPDATES:-2000}
 TOKENS=${TOKENS:-1024}
 LR=${LR:-1e-3}
+DECODER_LAYERS=${DECODER_LAYERS:-1}
 export OMP_NUM_THREADS=${THREADS:-2}
 
 for method in $METHODS; do
@@ -26,7 +28,7 @@ for method in $METHODS; do
         mkdir -p "$out" && cp -r "$RUNS/sequence/translate" "$out/translate"
     fi
     toolkit-distill teacher="$TEACHER" data="$DATA" out="$out" method="$method" \
-        student.task=multi30k_de_en student.model=transformer_student student.common.threads="$OMP_NUM_THREADS" \
+        student.task=multi30k_de_en student.model=transformer_student student.model.decoder_layers="$DECODER_LAYERS" student.common.threads="$OMP_NUM_THREADS" \
         student.optimization.max_update="$UPDATES" student.optimization.max_time_minutes=0 \
         student.dataset.max_tokens="$TOKENS" student.optim.lr="$LR" student.common.log_interval=100 \
         > "$RUNS/$method.json.part"
