@@ -31,8 +31,8 @@ def draw(results: dict, axes) -> None:
                               textcoords="offset points", xytext=(3, 3))
     for r in (r for r in results["adaptive"] if r["search"] == "beam5"):
         name = r["model"] if r["policy"] == "halting" else r["policy"]  # halting runs: halting, halting_mixed
-        value = r["setting"].split("=", 1)[1]
-        setting = f" {value}" if len(value) <= 3 else ""  # patience's p; thresholds are in the README's table
+        # patience's p is short enough to name; thresholds are in the README's table
+        setting = f" {r['setting'].split('=', 1)[1]}" if r["policy"] == "patience" else ""
         axes.scatter([r["sentences_per_s"]], [r["bleu"]], marker="*", s=110, zorder=3,
                      label=f"{name}{setting} (AE {r['average_exit']:.1f})")
     axes.set_xlabel(f"sentences/s (beam 5, batch {results['batch']}, {results['threads']} threads)")

@@ -27,8 +27,11 @@ for stage in $STAGES; do
     case $stage in
         tune)
             mkdir -p "$RUNS/tuned"
-            halting_runs=$(cd "$RUNS" && ls -d halting* 2> /dev/null || true)
-            for name in confidence entropy $halting_runs; do  # tuned/NAME.json
+            halting_runs=()  # every trained halting run: halting, halting_mixed, ...
+            for checkpoint in "$RUNS"/halting*/checkpoint_last.pt; do
+                [ -f "$checkpoint" ] && halting_runs+=("$(basename "$(dirname "$checkpoint")")")
+            done
+            for name in confidence entropy ${halting_runs[@]+"${halting_runs[@]}"}; do  # tuned/NAME.json
                 case $name in
                     halting*) policy=halting; model=$name ;;
                     *) policy=$name; model=${ALIGNED:-aligned} ;;
