@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from toolkit.checkpoint import load_checked
+from toolkit.checkpoint import CheckpointError, load_checked
 from toolkit.config import merge_plugin_options
 from toolkit.devices import check_placement, resolve_device
 from toolkit.plugins import PluginSession, get_plugins
@@ -50,7 +50,8 @@ def load_for_inference(path: str | os.PathLike, plugins: PluginSession | None = 
         plugins.require_options_owners(plugin_options, "plugin_options")
         cfg.plugins.options = merge_plugin_options(cfg.plugins.options, plugin_options, plugins.registries)
     task, model = rebuild_model(cfg, state, plugins)
-    model.load_state_dict(state["model"])
+    check_placement(model, target, dtype)  # before the weights load (again below: the hooks may swap modules)
+    load_weights(model, state["model"], path)
     plugins.hook.toolkit_load_checkpoint_state(state=state.get("plugin_state", {}), trainer=None)
     plugins.hook.toolkit_weights_loaded(model=model, cfg=cfg, origin="inference")
     model.eval()
@@ -60,3 +61,14 @@ def load_for_inference(path: str | os.PathLike, plugins: PluginSession | None = 
     if dtype != torch.float32:
         model = model.to(dtype)
     return cfg, task, model, state
+
+
+def load_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """``model.load_state_dict(weights)``; weights that do not fit the model the file's config
+    describes (a shape, a missing key, a value a module's load hook refuses) name the file."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, ValueError, IndexError, CheckpointError) as error:
+        first = str(error).strip().splitlines()
+        raise CheckpointError(f"{path}: its weights do not fit the model its config describes, the file is corrupt "
+                              f"({type(error).__name__}: {' '.join(line.strip() for line in first[:3])})") from error

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit.checkpoint import CheckpointError, load_checkpoint
 from toolkit.data.preprocess import DataError, read_lines
 from toolkit.errors import ConfigError
 from toolkit.files import atomic_write_text
@@ -48,8 +49,10 @@ def check(settings: DistillSettings) -> None:
         raise ConfigError(f"method must be one of {METHODS}, got {settings.method!r}")
     if settings.engine not in ("toolkit", "ctranslate2"):
         raise ConfigError(f"engine must be toolkit or ctranslate2, got {settings.engine!r}")
-    if not settings.teacher.is_file():
-        raise ConfigError(f"teacher checkpoint {settings.teacher} does not exist")
+    try:  # missing, truncated or not a checkpoint: named before any cache is touched
+        load_checkpoint(settings.teacher)
+    except CheckpointError as error:
+        raise CheckpointError(f"the teacher: {error}") from None
     for split in ("train", "valid", "test"):
         for lang in (settings.source_lang, settings.target_lang):
             if not (settings.data / f"{split}.{lang}").is_file():
@@ -67,15 +70,17 @@ def distill(settings: DistillSettings) -> dict:
     teacher_hash = file_sha256(settings.teacher)
     records = {}
     sources = settings.data / f"train.{settings.source_lang}"
+    copied = [settings.data / f"{split}.{lang}" for split in ("train", "valid", "test")  # what the corpus is made of
+              for lang in (settings.source_lang, settings.target_lang)]
     if settings.method in ("sequence", "both"):
         key = fingerprint("translate", teacher_hash, sources, settings.engine, settings.beam)
         records["translate"] = run_stage(settings.out / "translate", "translate", key, lambda folder: timed(
             lambda: translate_corpus(read_lines(sources), folder, settings.teacher, key, settings.beam, settings.batch,
                                      settings.max_tokens, settings.chunk_lines, settings.engine, context=context)),
             context, everyone=True)
-        corpus_key = fingerprint("corpus", key, settings.mix_original, settings.data / f"train.{settings.target_lang}")
+        corpus_key = fingerprint("corpus", key, settings.mix_original, *copied)
     else:
-        corpus_key = fingerprint("corpus", "original", settings.data / f"train.{settings.target_lang}")
+        corpus_key = fingerprint("corpus", "original", *copied)
     records["corpus"] = run_stage(settings.out / "corpus", "corpus", corpus_key,
                                   lambda folder: timed(lambda: write_corpus(settings, folder)), context)
     train_key = fingerprint("student", corpus_key, teacher_hash, settings.method, settings.alpha, settings.temperature,

@@ -5,6 +5,7 @@ torchrun each rank translates every ``world_size``-th chunk (its shard)."""
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -23,17 +24,20 @@ def translate_corpus(sources: list[str], folder: Path, teacher_path: Path, key: 
                      max_tokens: int, chunk_lines: int = 2000, engine: str = "toolkit", device: str = "auto",
                      context: DistributedContext | None = None) -> dict:
     """Write ``folder/chunks/NNNNN.txt`` (one hypothesis per source line, empty for skipped
-    ones) and return counts and timing, summed over the ranks (seconds: the slowest rank's).
-    Batches hold at most ``batch`` sentences and ``max_tokens`` source tokens. Chunks of
-    another teacher or settings (``key``) are discarded first."""
+    ones) with ``NNNNN.skipped`` (how many sources of the chunk were too long for the teacher)
+    and return counts and timing, summed over the ranks (seconds: the slowest rank's;
+    ``skipped_too_long`` over every chunk, those of an earlier, interrupted run too). Batches
+    hold at most ``batch`` sentences and ``max_tokens`` source tokens. Chunks of another
+    teacher or settings (``key``) are discarded first, with the teacher's CTranslate2 export."""
     context = context or DistributedContext()
     chunks = folder / "chunks"
     owner = folder / "chunks.key"
     if context.is_master:
         chunks.mkdir(parents=True, exist_ok=True)
-        if not owner.is_file() or owner.read_text() != key:  # another teacher's or settings' chunks
-            for old in chunks.glob("*.txt"):
+        if not owner.is_file() or owner.read_text() != key:  # another teacher's or settings' chunks and export
+            for old in [*chunks.glob("*.txt"), *chunks.glob("*.skipped")]:
                 old.unlink()
+            shutil.rmtree(folder / "teacher.ct2", ignore_errors=True)
             atomic_write_text(owner, key)
         if engine == "ctranslate2" and not (folder / "teacher.ct2" / "model.bin").is_file():
             from toolkit.export.ctranslate2 import export_checkpoint
@@ -54,13 +58,15 @@ def translate_corpus(sources: list[str], folder: Path, teacher_path: Path, key: 
             seconds += time.perf_counter() - start
             skipped += too_long
             translated += len(lines)
+            atomic_write_text(chunks / f"{index:05d}.skipped", str(too_long))  # before its chunk: kept together
             atomic_write_text(chunks / f"{index:05d}.txt", "".join(h + "\n" for h in hypotheses))
             progress.update(len(lines))
             logger.info("teacher: chunk %d/%d, %d sentences, %.1f sentences/s", index + 1, total, len(lines),
                         translated / max(seconds, 1e-9))
         progress.close()
     sums = context.sum_metrics({"translated_now": translated, "skipped_too_long_now": skipped}, torch.device("cpu"))
-    return {"chunks": total, "translated_now": int(sums["translated_now"]),
+    skipped_in_all = sum(int(path.read_text()) for path in chunks.glob("*.skipped"))  # resumed chunks too
+    return {"chunks": total, "translated_now": int(sums["translated_now"]), "skipped_too_long": skipped_in_all,
             "seconds_now": round(max(context.all_gather(seconds)), 1), "per_rank": context.all_gather(translated),
             "skipped_too_long_now": int(sums["skipped_too_long_now"])}
 

@@ -9,7 +9,8 @@
 #   TEACHER: e.g. runs/qn/plain/checkpoint_avg3.pt of plugins/quant_noise/recipes/multi30k_train.sh
 #   METHOD: real sequence word both (default all four, in that order)
 # Environment: UPDATES (2000), TOKENS (1024 tokens per batch), LR (1e-3), THREADS (2),
-# DECODER_LAYERS (1: the student's decoder blocks).
+# DECODER_LAYERS (1: the student's decoder blocks), LABEL_SMOOTHING (0.1: the student's
+# criterion.label_smoothing).
 set -euo pipefail
 TEACHER=${1:?teacher checkpoint}
 DATA=${2:?data folder}
@@ -20,6 +21,7 @@ UPDATES=${UPDATES:-2000}
 TOKENS=${TOKENS:-1024}
 LR=${LR:-1e-3}
 DECODER_LAYERS=${DECODER_LAYERS:-1}
+LABEL_SMOOTHING=${LABEL_SMOOTHING:-0.1}
 export OMP_NUM_THREADS=${THREADS:-2}
 
 for method in $METHODS; do
@@ -30,7 +32,8 @@ for method in $METHODS; do
     toolkit-distill teacher="$TEACHER" data="$DATA" out="$out" method="$method" \
         student.task=multi30k_de_en student.model=transformer_student student.model.decoder_layers="$DECODER_LAYERS" student.common.threads="$OMP_NUM_THREADS" \
         student.optimization.max_update="$UPDATES" student.optimization.max_time_minutes=0 \
-        student.dataset.max_tokens="$TOKENS" student.optim.lr="$LR" student.common.log_interval=100 \
+        student.dataset.max_tokens="$TOKENS" student.optim.lr="$LR" student.criterion.label_smoothing="$LABEL_SMOOTHING" \
+        student.common.log_interval=100 \
         > "$RUNS/$method.json.part"
     mv "$RUNS/$method.json.part" "$RUNS/$method.json"
 done

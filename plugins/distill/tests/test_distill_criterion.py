@@ -59,6 +59,34 @@ def test_the_loss_is_zero_when_the_student_is_the_teacher(trained_run):
     assert abs(loss.item()) < 1e-4 and abs(logged["distill_loss"].item()) < 1e-4
 
 
+def test_the_teacher_in_memory_gets_no_gradient_and_never_moves(trained_run):
+    """The teacher the plugin loads (frozen, eval mode) beside a student that takes optimizer
+    steps on the KD loss: the student moves, the teacher's tensors get no gradient and keep
+    their values."""
+    from distill.teacher import load_teacher
+
+    teacher_task, teacher = load_teacher(trained_run / "checkpoint_last.pt", torch.device("cpu"))
+    before = {name: value.clone() for name, value in teacher.state_dict().items()}
+    _, task, student, _ = load_for_inference(trained_run / "checkpoint1.pt", device="cpu")
+    student.train()
+    criterion = WordDistillCriterion(WordDistillConfig(alpha=0.5, temperature=2.0), task.tgt_dict.pad)
+    criterion.set_teacher(teacher)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.5)
+    src = torch.tensor([[5, 6, 7, task.src_dict.eos]])
+    prev = torch.tensor([[task.tgt_dict.bos, 8, 9]])
+    sample = {"net_input": {"src_tokens": src, "src_lengths": torch.tensor([4]), "prev_output_tokens": prev},
+              "target": torch.tensor([[8, 9, task.tgt_dict.eos]]), "ntokens": 3, "nsentences": 1}
+    student_before = [p.detach().clone() for p in student.parameters()]
+    for _ in range(3):
+        optimizer.zero_grad()
+        criterion(student, sample)[0].backward()
+        optimizer.step()
+    assert not teacher.training and all(not p.requires_grad and p.grad is None for p in teacher.parameters())
+    for name, value in teacher.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert any(not torch.equal(p, q) for p, q in zip(student.parameters(), student_before))
+
+
 def test_a_word_kd_student_trains_with_a_frozen_teacher_and_decodes_without_the_plugin(trained_run, tmp_path,
                                                                                        clean_config_store):
     teacher_path = trained_run / "checkpoint_last.pt"

@@ -13,7 +13,7 @@ from toolkit.data.preprocess import read_lines
 
 from distill.cli import main as distill_main
 from distill.teacher import file_sha256
-from distill.translate import read_chunks
+from distill.translate import read_chunks, translate_corpus
 
 STUDENT = ["student.model.encoder_layers=1", "student.model.decoder_layers=1", "student.optimization.max_update=8",
            "student.common.log_format=none", "student.common.threads=1", "student.common.tensorboard_dir=null",
@@ -53,9 +53,13 @@ def test_sequence_kd_end_to_end_resumes_and_reruns_what_changed(trained_run, sma
     assert resumed["translate"]["translated_now"] == 100 and read_chunks(out / "translate") == outputs
     assert resumed["corpus"] == first["corpus"]
 
-    (small_data / "train.tgt").write_text((small_data / "train.tgt").read_text().replace("a", "b", 1))
-    changed = run(teacher, small_data, out)  # the original targets changed: corpus and student redone
+    (out / "student" / "old-run.txt").write_text("made from the old inputs")
+    (small_data / "test.tgt").write_text((small_data / "test.tgt").read_text().replace("a", "b", 1))
+    changed = run(teacher, small_data, out)  # a copied split changed: corpus and student redone
     assert changed["translate"] == resumed["translate"] and changed["student"]["key"] != first["student"]["key"]
+    # the student trained again from scratch, not resumed from the old run's last checkpoint
+    assert not (out / "student" / "old-run.txt").exists() and changed["student"]["num_updates"] == 8
+    assert changed["student"]["seconds"] > 0 and changed["evaluate"]["key"] != first["evaluate"]["key"]
 
 
 def test_another_teacher_rebuilds_the_cache_and_bad_input_is_named(trained_run, small_data, tmp_path, capsys,
@@ -67,8 +71,12 @@ def test_another_teacher_rebuilds_the_cache_and_bad_input_is_named(trained_run, 
     rebuilt = run(other, small_data, out, "student.optimization.max_update=2")
     assert rebuilt["translate"]["translated_now"] == 300  # none of the old teacher's chunks reused
 
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(other.read_bytes()[:5000])
+    chunks_before = sorted(p.read_text() for p in (out / "translate" / "chunks").glob("*.txt"))
     for args, message in [
         ([f"teacher={tmp_path / 'missing.pt'}", f"data={small_data}", f"out={out}"], "does not exist"),
+        ([f"teacher={corrupt}", f"data={small_data}", f"out={out}"], "the teacher: cannot read checkpoint"),
         ([f"teacher={other}", f"data={tmp_path}", f"out={out}", "source_lang=src", "target_lang=tgt"],
          "has no train.src"),
         ([f"teacher={other}", f"data={small_data}"], "missing out="),
@@ -77,6 +85,8 @@ def test_another_teacher_rebuilds_the_cache_and_bad_input_is_named(trained_run, 
         with pytest.raises(SystemExit):
             distill_main(args)
         assert message in capsys.readouterr().err
+    # nothing lost: the cached translation of the last good teacher is still there
+    assert sorted(p.read_text() for p in (out / "translate" / "chunks").glob("*.txt")) == chunks_before
 
 
 def test_real_targets_baseline_student_of_the_registered_shape_and_its_table(trained_run, small_data, tmp_path,
@@ -114,3 +124,23 @@ def test_real_targets_baseline_student_of_the_registered_shape_and_its_table(tra
 
     assert plot_main([str(output), "--output", str(tmp_path / "plot.png")]) == 0
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_the_ctranslate2_engine_rebuilds_the_export_of_another_teacher(trained_run, small_data, tmp_path):
+    """engine=ctranslate2: the teacher's export is made once per teacher; a folder holding
+    another teacher's export and chunks gets both rebuilt, and decodes as the new teacher."""
+    pytest.importorskip("ctranslate2")
+    from toolkit.export.ctranslate2 import export_checkpoint
+
+    sources, folder = read_lines(small_data / "train.src")[:40], tmp_path / "translate"
+    old, new = trained_run / "checkpoint1.pt", trained_run / "checkpoint_last.pt"
+    translate_corpus(sources, folder, old, "old", beam=2, batch=16, max_tokens=512, chunk_lines=20,
+                     engine="ctranslate2")
+    record = translate_corpus(sources, folder, new, "new", beam=2, batch=16, max_tokens=512, chunk_lines=20,
+                              engine="ctranslate2")
+    assert record["translated_now"] == 40  # no chunk of the old teacher kept
+    fresh = export_checkpoint(new, tmp_path / "fresh.ct2")
+    assert (folder / "teacher.ct2" / "model.bin").read_bytes() == (fresh / "model.bin").read_bytes()
+    alone = translate_corpus(sources, tmp_path / "alone", new, "new", beam=2, batch=16, max_tokens=512,
+                             chunk_lines=20, engine="ctranslate2")
+    assert read_chunks(folder) == read_chunks(tmp_path / "alone") and alone["skipped_too_long"] == 0

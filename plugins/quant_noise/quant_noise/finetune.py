@@ -82,9 +82,15 @@ def tenth_means(losses: list[float]) -> tuple[float, float]:
 
 
 def stage_config(cfg: DictConfig, layout: dict[str, str], updates: int, lr: float, workdir: Path) -> DictConfig:
-    """The checkpoint's run config, set to fine-tune the quantized layout briefly in ``workdir``."""
+    """The checkpoint's run config, set to fine-tune the quantized layout briefly in ``workdir``.
+
+    The loss is the core's label-smoothed cross-entropy on the training data whatever the
+    checkpoint was trained with: a distilled student's ``word_distill`` would need its teacher's
+    file and plugin, and a fine-tuning of a few hundred updates only has to fit the data."""
     run_cfg = copy.deepcopy(cfg)
     OmegaConf.set_struct(run_cfg, False)
+    run_cfg.criterion = {"_name": "label_smoothed_cross_entropy",
+                         "label_smoothing": cfg.criterion.get("label_smoothing", 0.1)}
     run_cfg.plugins.options[NAME].quantized = layout
     run_cfg.checkpoint.save_dir = str(workdir)
     run_cfg.checkpoint.finetune_strict = True

@@ -1,5 +1,5 @@
 """Product-quantized weights: each row cut into sub-vectors of ``block_size`` weights, each
-sub-vector stored as the index of its centroid (uint8, or int16 above 256 centroids) with
+sub-vector stored as the index of its centroid (uint8, or uint16 above 256 centroids) with
 fp16 centroids. The float weight is rebuilt once after loading, never at every forward."""
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toolkit.checkpoint import CheckpointError
 from toolkit.errors import ConfigError
 
 from quant_noise.kmeans import kmeans
 
 
 def code_dtype(centroids: int) -> torch.dtype:
-    return torch.uint8 if centroids <= 256 else torch.int16
+    return torch.uint8 if centroids <= 256 else torch.uint16
 
 
 def check_pq(name: str, weight_shape: tuple[int, int], block_size: int, centroids: int) -> None:
@@ -24,8 +25,8 @@ def check_pq(name: str, weight_shape: tuple[int, int], block_size: int, centroid
         raise ConfigError(f"iPQ block size {block_size} does not divide the width {cols} of {name}")
     if centroids > rows * cols // block_size:
         raise ConfigError(f"iPQ: {centroids} centroids for the {rows * cols // block_size} sub-vectors of {name}")
-    if centroids > 2**15:
-        raise ConfigError(f"iPQ: at most {2**15} centroids, got {centroids}")
+    if centroids > 2**16:
+        raise ConfigError(f"iPQ: at most {2**16} centroids, got {centroids}")
 
 
 def product_quantize(weight: torch.Tensor, block_size: int, centroids: int, iterations: int = 20,
@@ -53,7 +54,12 @@ class PQWeight(nn.Module):
         self.rebuild()
 
     def rebuild(self) -> None:
-        """weight = centroids[codes], once (after loading or quantizing)."""
+        """weight = centroids[codes], once (after loading or quantizing); codes that point past
+        the centroids (a corrupt file) are refused."""
+        codes = self.codes.long()
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.centroids.size(0)):
+            raise CheckpointError(f"iPQ weight ({self.rows} x {self.cols}): codes from {int(codes.min())} to "
+                                  f"{int(codes.max())} for {self.centroids.size(0)} centroids")
         with torch.no_grad():
             self.weight = self._from_centroids().detach()
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toolkit.checkpoint import CheckpointError
 from toolkit.devices import PlacementError, check_placement
 from toolkit.errors import ConfigError
 
@@ -48,6 +51,22 @@ def test_pq_weights_are_centroids_of_codes_and_bad_shapes_are_refused():
         check_pq("w", (8, 16), 3, 8)
     with pytest.raises(ConfigError, match="64 centroids for the 32 sub-vectors of w"):
         check_pq("w", (8, 16), 4, 64)
+
+
+def test_more_than_256_centroids_store_uint16_codes_and_corrupt_codes_are_refused():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 64)
+    pq = PQLinear.from_float(linear, block_size=4, centroids=300)  # 1,024 sub-vectors
+    assert pq.pq.codes.dtype == torch.uint16 and int(pq.pq.codes.long().max()) >= 256
+    buffer = io.BytesIO()
+    torch.save(pq.state_dict(), buffer)
+    buffer.seek(0)
+    restored = PQLinear(64, 64, True, block_size=4, centroids=300)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert torch.equal(restored.pq.weight, pq.pq.weight)
+    corrupt = {**pq.state_dict(), "pq.codes": pq.pq.codes.long().add(300).to(torch.uint16)}  # past the centroids
+    with pytest.raises(CheckpointError, match="codes from 300 to .* for 300 centroids"):
+        PQLinear(64, 64, True, block_size=4, centroids=300).load_state_dict(corrupt)
 
 
 def test_an_int8_linear_layer_is_close_to_float_and_runs_only_on_cpu_in_fp32():

@@ -98,3 +98,54 @@ def test_iterative_ipq_fine_tuning_recovers_what_one_shot_loses(trained_run, tmp
     iterative_bleu = test_bleu(tmp_path / "iterative.pt", trained_run)
     assert iterative_bleu > 0.85 * test_bleu(source, trained_run)
     assert iterative_bleu > test_bleu(tmp_path / "one-shot.pt", trained_run) + 20
+
+
+def test_an_int8_model_is_refused_on_cuda_or_in_fp16_before_its_weights_load(trained_run, tmp_path, monkeypatch,
+                                                                              clean_config_store):
+    import toolkit.inference
+    from toolkit.devices import PlacementError
+
+    quantize(trained_run / "checkpoint_last.pt", tmp_path / "int8.pt", "--scheme", "int8")
+
+    def no_loading(*_):
+        raise AssertionError("the weights were loaded before the placement check")
+
+    monkeypatch.setattr(toolkit.inference, "load_weights", no_loading)
+    for device, precision, message in (("cuda", "fp32", "runs only on cpu, not cuda"),
+                                       ("cpu", "fp16", "runs only in float32, not float16")):
+        with pytest.raises(PlacementError, match=message):
+            Translator.from_checkpoint(tmp_path / "int8.pt", GenerationConfig(beam=1), device, precision=precision)
+
+
+def test_a_quantized_file_with_corrupt_contents_is_named(trained_run, tmp_path, clean_config_store):
+    from toolkit.checkpoint import CheckpointError
+
+    quantize(trained_run / "checkpoint_last.pt", tmp_path / "ipq.pt", "--scheme", "ipq", "--centroids", "16")
+    state = torch.load(tmp_path / "ipq.pt", weights_only=True)
+    key = "decoder.layers.0.ffn.fc1.pq.codes"
+    bad_codes = dict(state, model={**state["model"], key: state["model"][key].clone().fill_(200)})
+    bad_shape = dict(state, model={**state["model"], key: state["model"][key][:1]})
+    for name, corrupt, message in (("codes.pt", bad_codes, "codes from 200 to 200 for 16 centroids"),
+                                   ("shape.pt", bad_shape, "size mismatch")):
+        torch.save(corrupt, tmp_path / name)
+        with pytest.raises(CheckpointError, match=f"{name}: its weights do not fit .*{message}"):
+            Translator.from_checkpoint(tmp_path / name, GenerationConfig(beam=1), "cpu")
+
+
+def test_pruned_and_distilled_checkpoints_quantize_with_fine_tuning(trained_run, tmp_path, clean_config_store):
+    """The other methods' outputs as input: a toolkit-prune file, and a word-KD student's
+    checkpoint (its criterion names a teacher that is gone: iPQ fine-tunes with the core's loss)."""
+    pytest.importorskip("layerdrop")
+    from layerdrop.prune import main as prune_main
+
+    source = trained_run / "checkpoint_last.pt"
+    assert prune_main([str(source), str(tmp_path / "pruned.pt"), "--decoder-layers-to-keep", "1"]) == 0
+    student = torch.load(source, weights_only=True)
+    student["cfg"]["criterion"] = {"_name": "word_distill", "teacher": str(tmp_path / "gone.pt"), "alpha": 0.5,
+                                   "temperature": 1.0, "label_smoothing": 0.1}
+    torch.save(student, tmp_path / "student.pt")
+    for name in ("pruned", "student"):
+        quantize(tmp_path / f"{name}.pt", tmp_path / f"{name}-ipq.pt", "--scheme", "ipq", "--finetune-updates", "2",
+                 "--workdir", tmp_path / f"{name}-stages")
+        assert test_bleu(tmp_path / f"{name}-ipq.pt", trained_run) >= 0
+    assert load_checkpoint(tmp_path / "pruned-ipq.pt")["cfg"]["model"]["decoder_layers"] == 1
