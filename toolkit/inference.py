@@ -68,7 +68,7 @@ def load_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], pa
     describes (a shape, a missing key, a value a module's load hook refuses) name the file."""
     try:
         model.load_state_dict(weights)
-    except (RuntimeError, ValueError, IndexError, CheckpointError) as error:
+    except (RuntimeError, CheckpointError) as error:  # load_state_dict's shape/key errors; a module's own
         first = str(error).strip().splitlines()
         raise CheckpointError(f"{path}: its weights do not fit the model its config describes, the file is corrupt "
                               f"({type(error).__name__}: {' '.join(line.strip() for line in first[:3])})") from error

@@ -75,7 +75,7 @@ def distill(settings: DistillSettings) -> dict:
     if settings.method in ("sequence", "both"):
         key = fingerprint("translate", teacher_hash, sources, settings.engine, settings.beam)
         records["translate"] = run_stage(settings.out / "translate", "translate", key, lambda folder: timed(
-            lambda: translate_corpus(read_lines(sources), folder, settings.teacher, key, settings.beam, settings.batch,
+            lambda: translate_corpus(read_lines(sources), folder, settings.teacher, settings.beam, settings.batch,
                                      settings.max_tokens, settings.chunk_lines, settings.engine, context=context)),
             context, everyone=True)
         corpus_key = fingerprint("corpus", key, settings.mix_original, *copied)

@@ -5,7 +5,6 @@ torchrun each rank translates every ``world_size``-th chunk (its shard)."""
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -20,25 +19,19 @@ from toolkit.training.distributed import DistributedContext
 logger = logging.getLogger("toolkit-distill")
 
 
-def translate_corpus(sources: list[str], folder: Path, teacher_path: Path, key: str, beam: int, batch: int,
+def translate_corpus(sources: list[str], folder: Path, teacher_path: Path, beam: int, batch: int,
                      max_tokens: int, chunk_lines: int = 2000, engine: str = "toolkit", device: str = "auto",
                      context: DistributedContext | None = None) -> dict:
     """Write ``folder/chunks/NNNNN.txt`` (one hypothesis per source line, empty for skipped
     ones) with ``NNNNN.skipped`` (how many sources of the chunk were too long for the teacher)
     and return counts and timing, summed over the ranks (seconds: the slowest rank's;
     ``skipped_too_long`` over every chunk, those of an earlier, interrupted run too). Batches
-    hold at most ``batch`` sentences and ``max_tokens`` source tokens. Chunks of another
-    teacher or settings (``key``) are discarded first, with the teacher's CTranslate2 export."""
+    hold at most ``batch`` sentences and ``max_tokens`` source tokens. Chunks already in
+    ``folder`` are kept: ``run_stage`` empties it when the teacher or the settings change."""
     context = context or DistributedContext()
     chunks = folder / "chunks"
-    owner = folder / "chunks.key"
     if context.is_master:
         chunks.mkdir(parents=True, exist_ok=True)
-        if not owner.is_file() or owner.read_text() != key:  # another teacher's or settings' chunks and export
-            for old in [*chunks.glob("*.txt"), *chunks.glob("*.skipped")]:
-                old.unlink()
-            shutil.rmtree(folder / "teacher.ct2", ignore_errors=True)
-            atomic_write_text(owner, key)
         if engine == "ctranslate2" and not (folder / "teacher.ct2" / "model.bin").is_file():
             from toolkit.export.ctranslate2 import export_checkpoint
 

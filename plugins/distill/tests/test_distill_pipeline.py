@@ -127,20 +127,24 @@ def test_real_targets_baseline_student_of_the_registered_shape_and_its_table(tra
 
 
 def test_the_ctranslate2_engine_rebuilds_the_export_of_another_teacher(trained_run, small_data, tmp_path):
-    """engine=ctranslate2: the teacher's export is made once per teacher; a folder holding
-    another teacher's export and chunks gets both rebuilt, and decodes as the new teacher."""
+    """engine=ctranslate2: the teacher's export is made once per teacher; the stage of another
+    teacher gets its export and chunks rebuilt, and decodes as the new teacher alone does."""
     pytest.importorskip("ctranslate2")
     from toolkit.export.ctranslate2 import export_checkpoint
 
-    sources, folder = read_lines(small_data / "train.src")[:40], tmp_path / "translate"
-    old, new = trained_run / "checkpoint1.pt", trained_run / "checkpoint_last.pt"
-    translate_corpus(sources, folder, old, "old", beam=2, batch=16, max_tokens=512, chunk_lines=20,
-                     engine="ctranslate2")
-    record = translate_corpus(sources, folder, new, "new", beam=2, batch=16, max_tokens=512, chunk_lines=20,
-                              engine="ctranslate2")
+    from distill.stages import run_stage
+
+    sources = read_lines(small_data / "train.src")[:40]
+
+    def stage(folder, teacher, key):
+        return run_stage(folder, "translate", key, lambda f: translate_corpus(
+            sources, f, teacher, beam=2, batch=16, max_tokens=512, chunk_lines=20, engine="ctranslate2"))
+
+    folder, new = tmp_path / "translate", trained_run / "checkpoint_last.pt"
+    stage(folder, trained_run / "checkpoint1.pt", "old")
+    record = stage(folder, new, "new")
     assert record["translated_now"] == 40  # no chunk of the old teacher kept
     fresh = export_checkpoint(new, tmp_path / "fresh.ct2")
     assert (folder / "teacher.ct2" / "model.bin").read_bytes() == (fresh / "model.bin").read_bytes()
-    alone = translate_corpus(sources, tmp_path / "alone", new, "new", beam=2, batch=16, max_tokens=512,
-                             chunk_lines=20, engine="ctranslate2")
+    alone = stage(tmp_path / "alone", new, "new")
     assert read_chunks(folder) == read_chunks(tmp_path / "alone") and alone["skipped_too_long"] == 0

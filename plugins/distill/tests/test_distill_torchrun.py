@@ -35,7 +35,7 @@ def test_two_ranks_share_the_teacher_and_the_student(trained_run, small_data, tm
     translated = json.loads((out / "translate" / "stamp.json").read_text())
     assert translated["translated_now"] == 300 and translated["per_rank"] == [200, 100]  # chunks 0, 2 | 1
     single = tmp_path / "single"
-    translate_corpus(read_lines(small_data / "train.src"), single, teacher, "key", beam=2, batch=64, max_tokens=4096,
+    translate_corpus(read_lines(small_data / "train.src"), single, teacher, beam=2, batch=64, max_tokens=4096,
                      chunk_lines=100)
     assert read_chunks(out / "translate") == read_chunks(single)
     student = json.loads((out / "student" / "stamp.json").read_text())

@@ -147,5 +147,11 @@ def test_pruned_and_distilled_checkpoints_quantize_with_fine_tuning(trained_run,
     for name in ("pruned", "student"):
         quantize(tmp_path / f"{name}.pt", tmp_path / f"{name}-ipq.pt", "--scheme", "ipq", "--finetune-updates", "2",
                  "--workdir", tmp_path / f"{name}-stages")
-        assert test_bleu(tmp_path / f"{name}-ipq.pt", trained_run) >= 0
+        quantized = load_checkpoint(tmp_path / f"{name}-ipq.pt")
+        assert "decoder.layers.0.ffn.fc1.pq.codes" in quantized["model"]
+        stage = load_checkpoint(tmp_path / f"{name}-stages" / "ffn" / "checkpoint_last.pt")
+        assert stage["cfg"]["criterion"]["_name"] == "label_smoothed_cross_entropy" and stage["num_updates"] == 2
     assert load_checkpoint(tmp_path / "pruned-ipq.pt")["cfg"]["model"]["decoder_layers"] == 1
+    translations = Translator.from_checkpoint(tmp_path / "student-ipq.pt", GenerationConfig(beam=2), "cpu").translate(
+        ["the dog sleeps", "a red ball"])
+    assert len(translations) == 2
