@@ -31,9 +31,20 @@ class ExitStep:
 
     position: int  # 0-based target position of ``tokens`` (0: the <s> that starts every hypothesis)
     tokens: torch.Tensor  # (N, 1) each row's newest token
-    encoder_out: EncoderOutput  # (N, S, C) each row's source states
+    # (N / g, S, C) the source states, one row per source: rows i*g .. i*g+g-1 of the N decode
+    # source i, g = ``state.rows_per_source`` (a beam); ``encoder_out`` gives them per row
+    source_out: EncoderOutput
     state: IncrementalState  # the step's caches; ``state.hypotheses`` holds per-row memory
     rows: torch.Tensor  # (R,) indices into the N rows of those still running, in the order ``hidden`` holds them
+
+    @property
+    def encoder_out(self) -> EncoderOutput:
+        """(N, S, C) each row's source states (``source_out`` repeated over the rows sharing a source)."""
+        group = self.state.rows_per_source
+        if group == 1:
+            return self.source_out
+        return EncoderOutput(self.source_out.states.repeat_interleave(group, 0),
+                             self.source_out.padding_mask.repeat_interleave(group, 0))
 
 
 class ExitPolicy:
@@ -98,6 +109,7 @@ def decode_step_with_exits(decoder, tokens: torch.Tensor, encoder_out: EncoderOu
     """One incremental step asking ``policy`` after each block.
 
     :param tokens: (N, 1) the newest token of each hypothesis.
+    :param encoder_out: (N / g, S, C), one row per source, g = ``state.rows_per_source``.
     :return: logits (N, V), the 1-based block each row exited at (N,), and the number of rows
         projected onto the vocabulary (by the policy to decide, or to score a row): the cost
         that early exits add, next to the blocks they save.

@@ -65,10 +65,9 @@ class SequenceGenerator:
         encoder_out = model.encoder(src_tokens, src_lengths)
         max_target = model.max_positions()[1] - 1
         max_len = (src_lengths.float() * self.cfg.max_len_a + self.cfg.max_len_b).long().clamp(1, max_target)
-        # every sentence's encoder output, once per beam slot: (B*K, S, C)
-        expand = torch.arange(batch, device=device).repeat_interleave(beam)
-        encoder_out = EncoderOutput(encoder_out.states[expand], encoder_out.padding_mask[expand])
-        state = model.decoder.new_state()
+        # the encoder output stays (B, S, C): a sentence's K hypotheses (rows k*K .. k*K+K-1)
+        # share its row, and cross-attention reads it once for them all
+        state = model.decoder.new_state(rows_per_source=beam)
         sentence_ids = torch.arange(batch, device=device)  # original index of each live sentence
         tokens = torch.full((batch * beam, 1), self.dict.bos, dtype=torch.long, device=device)
         scores = torch.zeros(batch, beam, device=device)  # cumulative log-probabilities
@@ -108,7 +107,7 @@ class SequenceGenerator:
             step_scores = lprobs[new_rows, new_tokens.squeeze(1)].unsqueeze(1)
             if len(keep) < live:  # finished sentences leave: shrink encoder output and caches
                 kept_rows = (keep[:, None] * beam + torch.arange(beam, device=device)).view(-1)
-                encoder_out = EncoderOutput(encoder_out.states[kept_rows], encoder_out.padding_mask[kept_rows])
+                encoder_out = EncoderOutput(encoder_out.states[keep], encoder_out.padding_mask[keep])
                 state.select_sentences(kept_rows)
                 sentence_ids = sentence_ids[keep]
             state.reorder(new_rows)

@@ -66,6 +66,8 @@ class MultiheadAttention(nn.Module):
                 k, v = self._split_heads(self.kv_proj(key_value), 2)
                 if cache is not None:
                     cache.key, cache.value = k, v
+            if cache is not None:  # a beam's queries may share their sentence's keys/values
+                return self._attend(q, k, v, key_padding_mask, False, cache.group)
         return self._attend(q, k, v, key_padding_mask, causal)
 
     def self_attend_rows(self, query: torch.Tensor, rows: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -86,36 +88,62 @@ class MultiheadAttention(nn.Module):
                           key_padding_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Incremental cross-attention for ``rows`` of a batch whose keys/values are cached.
 
-        :param query: (R, 1, C) the attending rows; ``key_value`` (N, S, C_kv) and
-            ``key_padding_mask`` (N, S) cover every row and fill ``cache`` on first use.
+        :param query: (R, 1, C) the attending rows; ``key_value`` (N / g, S, C_kv) and
+            ``key_padding_mask`` (N / g, S) cover every row's source (g = ``cache.group``
+            consecutive rows share one) and fill ``cache`` on first use.
         :return: (R, 1, C)
         """
         if cache.key is None:
             cache.key, cache.value = self._split_heads(self.kv_proj(key_value), 2)
         (q,) = self._split_heads(self.q_proj(query), 1)  # (R, H, 1, hd)
-        if _gather_first(rows, key_value.size(0)):
-            return self.out_proj(self._attention(q, cache.key[rows], cache.value[rows], key_padding_mask[rows],
-                                                 causal=False))
-        every_row = q.new_zeros(key_value.size(0), *q.shape[1:]).index_copy_(0, rows, q)  # (N, H, 1, hd)
-        return self.out_proj(self._attention(every_row, cache.key, cache.value, key_padding_mask, causal=False)[rows])
+        group, sources = cache.group, key_value.size(0)
+        if _gather_first(rows, sources * group):
+            of_rows = rows // group if group > 1 else rows  # (R,) each row's source
+            return self._attend(q, cache.key[of_rows], cache.value[of_rows], key_padding_mask[of_rows], False)
+        every_row = q.new_zeros(sources * group, *q.shape[1:]).index_copy_(0, rows, q)  # (N, H, 1, hd)
+        return self._attend(every_row, cache.key, cache.value, key_padding_mask, False, group)[rows]
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
-                causal: bool) -> torch.Tensor:
-        """q: (B, H, T, hd), k and v: (B, H, S, hd), key_padding_mask: (B, S) -> (B, T, C)."""
-        return self.out_proj(self._attention(q, k, v, key_padding_mask, causal))
+                causal: bool, group: int = 1) -> torch.Tensor:
+        """q: (B * group, H, T, hd), k and v: (B, H, S, hd), key_padding_mask: (B, S) -> (B * group, T, C)."""
+        return self.out_proj(self._attention(q, k, v, key_padding_mask, causal, group))
 
     def _attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
-                   causal: bool) -> torch.Tensor:
-        """The heads' attention, concatenated, before the output projection: (B, T, H * hd)."""
+                   causal: bool, group: int = 1) -> torch.Tensor:
+        """The heads' attention, concatenated, before the output projection: (B, T, H * hd).
+
+        :param group: the queries' rows per key row: q (B * group, H, T, hd) against k and v
+            (B, H, S, hd) and ``key_padding_mask`` (B, S); each group's queries attend together.
+        """
         mask = None
         if key_padding_mask is not None:
             mask = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, S) True = may attend
+        if group > 1:
+            q = _fold(q, group)  # (B, H, group * T, hd)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal and mask is None,
             dropout_p=self.dropout if self.training else 0.0,
-        )  # (B, H, T, hd)
+        )  # (B, H, T, hd), or (B, H, group * T, hd)
+        if group > 1:
+            out = _unfold(out, group)  # (B * group, H, T, hd)
         batch, _, length, _ = out.shape
         return out.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim)
+
+
+def _fold(q: torch.Tensor, group: int) -> torch.Tensor:
+    """(B * g, H, T, hd) -> (B, H, g * T, hd): a group's queries as one sequence of queries."""
+    rows, heads, length, dim = q.shape
+    if rows % group:
+        raise ValueError(f"{rows} query rows do not divide into groups of {group} per key row")
+    return q.view(rows // group, group, heads, length, dim).transpose(1, 2).reshape(
+        rows // group, heads, group * length, dim)
+
+
+def _unfold(out: torch.Tensor, group: int) -> torch.Tensor:
+    """(B, H, g * T, hd) -> (B * g, H, T, hd), the inverse of ``_fold``."""
+    batch, heads, length, dim = out.shape
+    return out.view(batch, heads, group, length // group, dim).transpose(1, 2).reshape(
+        batch * group, heads, length // group, dim)
 
 
 def _gather_first(rows: torch.Tensor, batch: int) -> bool:

@@ -20,6 +20,9 @@ class KVCache:
     key: torch.Tensor | None = None
     value: torch.Tensor | None = None
     pending_rows: torch.Tensor | None = None  # rows to take before the next append
+    # queries per cached row: a cross-attention cache keeps one row per source sentence, which
+    # the ``group`` consecutive hypotheses of its beam share (see ``IncrementalState``)
+    group: int = 1
 
     def append(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add this step's keys/values (B, H, t, hd); return everything cached so far."""
@@ -59,15 +62,24 @@ class IncrementalState:
     computed from the encoder output once, at the first step. ``reorder`` follows hypotheses
     that move between beam slots; ``select_sentences`` shrinks the batch when sentences finish.
 
+    ``rows_per_source``: how many consecutive hypotheses (rows) decode each row of the encoder
+    output, a sentence's beam. The encoder output then stays one row per sentence, and each
+    cross-attention reads its sentence's keys and values once for the whole beam (the beam's
+    queries are folded into one attention), instead of a copy per beam slot: the keys and
+    values are projected for B rows, not B*K, and attention reads K times fewer bytes.
+
     Other per-hypothesis memory rides along in ``hypotheses``: tensors whose first dimension is
     the batch's rows (an exit policy's plan or history, see ``generation/exit_policy.py``);
     ``reorder`` gathers them with the self-attention caches, so whoever keeps state there never
     sees a beam move or a sentence leave.
     """
 
-    def __init__(self, num_layers: int):
+    def __init__(self, num_layers: int, rows_per_source: int = 1):
+        if rows_per_source < 1:
+            raise ValueError(f"rows_per_source must be >= 1, got {rows_per_source}")
+        self.rows_per_source = rows_per_source
         self.self_attn = [KVCache() for _ in range(num_layers)]
-        self.cross_attn = [KVCache() for _ in range(num_layers)]
+        self.cross_attn = [KVCache(group=rows_per_source) for _ in range(num_layers)]
         self.length = 0  # target positions decoded so far
         self.hypotheses: dict[str, torch.Tensor] = {}  # name -> (N, ...), follows reorder
 
@@ -85,7 +97,10 @@ class IncrementalState:
             self.hypotheses[name] = rows.index_select(0, new_order)
 
     def select_sentences(self, rows: torch.Tensor) -> None:
-        """Keep only ``rows`` of the cross-attention caches, when finished sentences leave the
-        batch; ``reorder`` does the self-attention caches in the same step."""
+        """Keep only the sentences of ``rows`` (hypothesis rows, whole beams in order) in the
+        cross-attention caches, when finished sentences leave the batch; ``reorder`` does the
+        self-attention caches in the same step."""
+        group = self.rows_per_source
+        sources = rows if group == 1 else rows[::group] // group  # (B',) the sentences kept
         for cache in self.cross_attn:
-            cache.select(rows)
+            cache.select(sources)

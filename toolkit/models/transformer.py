@@ -107,8 +107,10 @@ class TransformerDecoder(nn.Module):
             state.length += prev_output_tokens.size(1)
         return DecoderOutput(self.project(x), hidden_states)
 
-    def new_state(self) -> IncrementalState:
-        return IncrementalState(len(self.layers))
+    def new_state(self, rows_per_source: int = 1) -> IncrementalState:
+        """Empty caches for incremental decoding; ``rows_per_source`` hypotheses (a beam)
+        share each row of the encoder output passed to the steps (see ``IncrementalState``)."""
+        return IncrementalState(len(self.layers), rows_per_source)
 
     def project(self, hidden: torch.Tensor, block: int | None = None) -> torch.Tensor:
         """A block's state (..., C) -> vocabulary logits (..., V).

@@ -10,7 +10,7 @@
 #   METHOD: real sequence word both (default all four, in that order)
 # Environment: UPDATES (2000), TOKENS (1024 tokens per batch), LR (1e-3), THREADS (2),
 # DECODER_LAYERS (1: the student's decoder blocks), LABEL_SMOOTHING (0.1: the student's
-# criterion.label_smoothing).
+# criterion.label_smoothing), SEED (the student's common.seed; unset: the core's default, 1).
 set -euo pipefail
 TEACHER=${1:?teacher checkpoint}
 DATA=${2:?data folder}
@@ -23,6 +23,8 @@ LR=${LR:-1e-3}
 DECODER_LAYERS=${DECODER_LAYERS:-1}
 LABEL_SMOOTHING=${LABEL_SMOOTHING:-0.1}
 export OMP_NUM_THREADS=${THREADS:-2}
+SEED_ARG=()
+if [ -n "${SEED:-}" ]; then SEED_ARG=(student.common.seed="$SEED"); fi
 
 for method in $METHODS; do
     out="$RUNS/$method"
@@ -33,7 +35,7 @@ for method in $METHODS; do
         student.task=multi30k_de_en student.model=transformer_student student.model.decoder_layers="$DECODER_LAYERS" student.common.threads="$OMP_NUM_THREADS" \
         student.optimization.max_update="$UPDATES" student.optimization.max_time_minutes=0 \
         student.dataset.max_tokens="$TOKENS" student.optim.lr="$LR" student.criterion.label_smoothing="$LABEL_SMOOTHING" \
-        student.common.log_interval=100 \
+        student.common.log_interval=100 ${SEED_ARG[@]+"${SEED_ARG[@]}"} \
         > "$RUNS/$method.json.part"
     mv "$RUNS/$method.json.part" "$RUNS/$method.json"
 done

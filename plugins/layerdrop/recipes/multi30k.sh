@@ -3,8 +3,9 @@
 # Usage: plugins/layerdrop/recipes/multi30k.sh DATA RUNS [STAGE ...]
 #   STAGE: train (ld: 6+6 pre-norm transformer_small width, LayerDrop 0.2 on both sides; plain: the
 #          same without; small: transformer_small 3+3; each UPDATES updates with the Multi30k
-#          recipe's settings), speed (training target tokens/s of the 6+6 model with and without
-#          LayerDrop, alternating in one session: run it on a quiet machine), results (every-other
+#          recipe's settings; ld-dropout01, only when named in MODELS: ld with model.dropout=0.1),
+#          speed (training target tokens/s of the 6+6 model with and without LayerDrop,
+#          alternating in one session: run it on a quiet machine), results (every-other
 #          pruning of ld and plain to 6+6 .. 2+2, small as trained: test2016 BLEU, bytes,
 #          sentences/s), plot; default all four.
 # Environment: UPDATES (3000), THREADS (2), MODELS (the trainings, default "ld plain small"; e.g.
@@ -32,6 +33,8 @@ for stage in $STAGES; do
                     ld) args=("${DEEP[@]}" "${DROP[@]}") ;;
                     plain) args=("${DEEP[@]}") ;;
                     small) args=(model=transformer_small) ;;
+                    # LayerDrop 0.2 with the dropout lowered to 0.1: is the 6+6 model over-regularised?
+                    ld-dropout01) args=("${DEEP[@]}" "${DROP[@]}" model.dropout=0.1) ;;
                 esac
                 if [ -f "$RUNS/$name/seconds" ]; then echo "$RUNS/$name: done"; continue; fi
                 start=$(date +%s)
