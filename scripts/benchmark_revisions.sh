@@ -16,7 +16,7 @@ shift 2
 for checkpoint in "$@"; do [ -f "$checkpoint" ] || { echo "no such checkpoint: $checkpoint" >&2; exit 2; }; done
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 BASE=$(mktemp -d)
-trap 'git -C "$HERE" worktree remove --force "$BASE"' EXIT
+trap 'git -C "$HERE" worktree remove --force "$BASE"; rm -f "$BASE.err"' EXIT
 git -C "$HERE" worktree add --detach --force -q "$BASE" "$REV"
 order=("$BASE" "$HERE")
 if [ "${FIRST:-rev}" = tree ]; then order=("$HERE" "$BASE"); fi
@@ -24,9 +24,12 @@ for round in $(seq "${ROUNDS:-3}"); do
     for checkpoint in "$@"; do
         for tree in "${order[@]}"; do
             label=$([ "$tree" = "$HERE" ] && echo tree || echo "$REV")
-            PYTHONPATH=$tree python "$tree/scripts/benchmark_generate.py" --checkpoint "$checkpoint" \
-                --source "$DATA/test.de" --reference "$DATA/test.en" --beam "${BEAM:-5}" --batch "${BATCH:-64}" \
-                --threads "${THREADS:-2}" 2>/dev/null | grep -E "sentences/s|BLEU" | sed "s|^toolkit|round $round $label $(basename "$checkpoint")|"
+            if ! out=$(PYTHONPATH=$tree python "$tree/scripts/benchmark_generate.py" --checkpoint "$checkpoint" \
+                    --source "$DATA/test.de" --reference "$DATA/test.en" --beam "${BEAM:-5}" \
+                    --batch "${BATCH:-64}" --threads "${THREADS:-2}" 2>"$BASE.err"); then
+                cat "$BASE.err" >&2; exit 1
+            fi
+            grep -E "sentences/s|BLEU" <<<"$out" | sed "s|^toolkit|round $round $label $(basename "$checkpoint")|"
         done
     done
 done

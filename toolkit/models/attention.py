@@ -53,6 +53,7 @@ class MultiheadAttention(nn.Module):
             and attends to all cached ones; cross-attention computes them on the first call.
         :return: (B, T, C)
         """
+        group = 1  # query rows per key row
         if self.self_attention:
             q, k, v = self._split_heads(self.qkv_proj(query), 3)
             if cache is not None:
@@ -66,9 +67,8 @@ class MultiheadAttention(nn.Module):
                 k, v = self._split_heads(self.kv_proj(key_value), 2)
                 if cache is not None:
                     cache.key, cache.value = k, v
-            if cache is not None:  # a beam's queries may share their sentence's keys/values
-                return self._attend(q, k, v, key_padding_mask, False, cache.group)
-        return self._attend(q, k, v, key_padding_mask, causal)
+            group = cache.group if cache is not None else 1  # a beam may share its sentence's row
+        return self._attend(q, k, v, key_padding_mask, causal, group)
 
     def self_attend_rows(self, query: torch.Tensor, rows: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Incremental self-attention in which only ``rows`` continue (the others exited).
@@ -98,7 +98,7 @@ class MultiheadAttention(nn.Module):
         (q,) = self._split_heads(self.q_proj(query), 1)  # (R, H, 1, hd)
         group, sources = cache.group, key_value.size(0)
         if _gather_first(rows, sources * group):
-            of_rows = rows // group if group > 1 else rows  # (R,) each row's source
+            of_rows = rows // group  # (R,) each row's source
             return self._attend(q, cache.key[of_rows], cache.value[of_rows], key_padding_mask[of_rows], False)
         every_row = q.new_zeros(sources * group, *q.shape[1:]).index_copy_(0, rows, q)  # (N, H, 1, hd)
         return self._attend(every_row, cache.key, cache.value, key_padding_mask, False, group)[rows]

@@ -66,7 +66,7 @@ class IncrementalState:
     output, a sentence's beam. The encoder output then stays one row per sentence, and each
     cross-attention reads its sentence's keys and values once for the whole beam (the beam's
     queries are folded into one attention), instead of a copy per beam slot: the keys and
-    values are projected for B rows, not B*K, and attention reads K times fewer bytes.
+    values are projected and cached for B rows, not B*K.
 
     Other per-hypothesis memory rides along in ``hypotheses``: tensors whose first dimension is
     the batch's rows (an exit policy's plan or history, see ``generation/exit_policy.py``);
