@@ -25,6 +25,9 @@ class QuantNoiseOptions:
     # the blocks' Linears, fairseq's choice, leaving embeddings and output projection alone);
     # empty: every Linear and Embedding
     modules: str = ""
+    # gradients of the noised weights: straight through to every weight (the paper), or through
+    # the noise as computed (false: a dropped iPQ block gets none; fairseq's implementation)
+    straight_through: bool = True
     quantized: dict[str, str] = field(default_factory=dict)  # module -> "int8" | "ipq:B:K" (toolkit-quantize)
 
 

@@ -40,6 +40,17 @@ def test_noise_values_and_straight_through_gradients(scheme):
     assert torch.equal(weight.detach(), stored)  # never modified in place
 
 
+@pytest.mark.parametrize("scheme", ["ipq", "int8"])
+def test_gradients_through_the_mask_skip_the_noised_blocks(scheme):
+    weight = nn.Parameter(torch.randn(16, 24))
+    out = noised(weight, 0.5, 4, scheme, torch.Generator().manual_seed(1), straight_through=False)
+    mask = block_mask(weight.detach(), 0.5, 4, torch.Generator().manual_seed(1))
+    upstream = torch.randn(16, 24)
+    (out * upstream).sum().backward()
+    kept = upstream / 0.5 if scheme == "ipq" else upstream
+    torch.testing.assert_close(weight.grad, torch.where(mask, torch.zeros_like(upstream), kept))
+
+
 def test_attached_noise_changes_training_forwards_only_and_keeps_keys():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(10, 16), nn.Linear(16, 16))
