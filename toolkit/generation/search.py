@@ -39,12 +39,42 @@ class BeamSearch(Search):
     """The 2K best continuations of all K hypotheses of a sentence by cumulative score."""
 
     def step(self, step, lprobs, scores):
-        batch, beam, vocab = lprobs.shape
+        beam = lprobs.size(1)
         if step == 0:  # every hypothesis is the same <s>: expand only the first
             lprobs = lprobs[:, :1]
-        total = (lprobs + scores[:, : lprobs.size(1), None]).view(batch, -1)  # (B, K*V)
-        cand_scores, flat = total.topk(min(2 * beam, total.size(1)), dim=1)  # (B, 2K)
+        return best_continuations(lprobs, scores[:, : lprobs.size(1)], 2 * beam)
+
+
+CHUNK = 64  # vocabulary entries per chunk of best_continuations' first pass
+
+
+def best_continuations(lprobs: torch.Tensor, scores: torch.Tensor, count: int
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``count`` best (score + log-probability) continuations of each sentence's hypotheses.
+
+    lprobs: (B, K, V), scores: (B, K) -> cand_scores, cand_tokens, cand_beams, each (B, count).
+    A top-k over all K*V sums reads and sorts ~K*V values per sentence at every step; instead
+    each hypothesis's vocabulary is cut into chunks of ``CHUNK`` entries, the ``count`` chunks
+    with the best maxima are chosen (every one of the ``count`` best continuations lies in one:
+    a chunk holding one has a maximum at least as good, and at most ``count`` chunks can), and
+    the top-k runs over their entries only. Equal to the full top-k up to the order of ties.
+    """
+    batch, beam, vocab = lprobs.shape
+    chunks = -(-vocab // CHUNK)
+    if beam * chunks <= 2 * count:  # a small vocabulary: the full top-k is as cheap
+        total = (lprobs + scores[:, :, None]).view(batch, -1)  # (B, K*V)
+        cand_scores, flat = total.topk(min(count, total.size(1)), dim=1)
         return cand_scores, flat % vocab, flat // vocab
+    if chunks * CHUNK != vocab:
+        lprobs = torch.nn.functional.pad(lprobs, (0, chunks * CHUNK - vocab), value=float("-inf"))
+    blocks = lprobs.view(batch, beam * chunks, CHUNK)  # (B, K*chunks, CHUNK)
+    maxima = blocks.amax(-1) + scores.repeat_interleave(chunks, dim=1)  # (B, K*chunks)
+    best_blocks = maxima.topk(count, dim=1).indices  # (B, count)
+    entries = blocks.gather(1, best_blocks[:, :, None].expand(-1, -1, CHUNK))  # (B, count, CHUNK)
+    entries = entries + scores.gather(1, best_blocks // chunks)[:, :, None]
+    cand_scores, flat = entries.view(batch, -1).topk(count, dim=1)  # (B, count) into count*CHUNK
+    block = best_blocks.gather(1, flat // CHUNK)  # (B, count) into K*chunks
+    return cand_scores, (block % chunks) * CHUNK + flat % CHUNK, block // chunks
 
 
 @dataclass
