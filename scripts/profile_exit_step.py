@@ -30,6 +30,7 @@ import torch
 
 from toolkit.data.dictionary import Dictionary
 from toolkit.generation.exit_policy import ExitPolicy, FixedDepth, FixedDepthConfig, decode_step_with_exits
+from toolkit.generation.search import best_continuations
 from toolkit.models import architectures
 from toolkit.models.transformer import TransformerModel
 
@@ -45,7 +46,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.rows % args.beam:
+        parser.error(f"--rows {args.rows} is not a whole number of beams of {args.beam}")
+    return args
 
 
 def build(args: argparse.Namespace) -> TransformerModel:
@@ -73,8 +77,10 @@ class RandomExits(ExitPolicy):
 def search_step(logits: torch.Tensor, beam: int) -> torch.Tensor:
     """The search's share of a step: log-softmax, top-2k per sentence; returns the new order."""
     lprobs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
-    top = lprobs.view(-1, beam * lprobs.size(1)).topk(2 * beam, dim=1).indices  # (N / beam, 2k)
-    rows = top[:, :beam] // lprobs.size(1) + torch.arange(0, lprobs.size(0), beam)[:, None]
+    sentences = lprobs.size(0) // beam
+    scores = torch.zeros(sentences, beam)
+    _, _, beams = best_continuations(lprobs.view(sentences, beam, -1), scores, 2 * beam)  # (N / beam, 2k)
+    rows = beams[:, :beam] + torch.arange(0, lprobs.size(0), beam)[:, None]
     return rows.view(-1)
 
 
@@ -83,9 +89,10 @@ def time_decoding(model: TransformerModel, args: argparse.Namespace, step: Calla
     """Seconds per step of decoding ``args.steps`` positions with ``step(tokens, encoder_out, state)``;
     the search's seconds per step are added to ``parts``."""
     generator = torch.Generator().manual_seed(0)
-    src = torch.randint(4, args.vocab, (args.rows, args.source_length), generator=generator)
+    # as in the generator, a sentence's beam shares its encoder row
+    src = torch.randint(4, args.vocab, (args.rows // args.beam, args.source_length), generator=generator)
     encoder_out = model.encoder(src, None)
-    state, tokens = model.decoder.new_state(), torch.zeros(args.rows, 1, dtype=torch.long)
+    state, tokens = model.decoder.new_state(rows_per_source=args.beam), torch.zeros(args.rows, 1, dtype=torch.long)
     start = time.perf_counter()
     for _ in range(args.steps):
         logits = step(tokens, encoder_out, state)

@@ -6,15 +6,16 @@
 #   VARIANT: plain (no noise); all (iPQ noise 0.1 on every Linear and Embedding, the table's
 #   "noise"); through-mask (all, the gradient through the mask instead of straight through);
 #   embeddings (0.1 on the shared embedding table and the output projection only); layers (0.1 on
-#   the blocks' Linears only); rate05 (0.05 on every weight); dropout01 (all, model dropout 0.1
-#   instead of transformer_small's 0.2). Default: all seven.
+#   the blocks' Linears only); attention (0.1 on the attention projections only); ffn (0.1 on the
+#   feed-forward Linears only); rate05 (0.05 on every weight); dropout01 (all, model dropout 0.1
+#   instead of transformer_small's 0.2). Default: all nine.
 # Environment: UPDATES (258: one epoch), THREADS (1). Prints "VARIANT ppl" lines, also written
 # to RUNS/ppl.txt; each run's log is RUNS/VARIANT.log.
 set -euo pipefail
 DATA=${1:?data folder}
 RUNS=${2:?runs folder}
 shift 2
-VARIANTS=${*:-plain all through-mask embeddings layers rate05 dropout01}
+VARIANTS=${*:-plain all through-mask embeddings layers attention ffn rate05 dropout01}
 UPDATES=${UPDATES:-258}
 export OMP_NUM_THREADS=${THREADS:-1}
 Q=+plugins.options.quant_noise
@@ -26,6 +27,8 @@ for name in $VARIANTS; do
         through-mask) args=("$Q.linear_rate=0.1" "$Q.embedding_rate=0.1" "$Q.straight_through=false") ;;
         embeddings) args=("$Q.linear_rate=0.1" "$Q.embedding_rate=0.1" "$Q.modules='embed_tokens|output_projection'") ;;
         layers) args=("$Q.linear_rate=0.1" "$Q.embedding_rate=0.1" "$Q.modules=layers") ;;
+        attention) args=("$Q.linear_rate=0.1" "$Q.modules='(qkv|q|kv|out)_proj'") ;;
+        ffn) args=("$Q.linear_rate=0.1" "$Q.modules='fc[12]'") ;;
         rate05) args=("$Q.linear_rate=0.05" "$Q.embedding_rate=0.05") ;;
         dropout01) args=("$Q.linear_rate=0.1" "$Q.embedding_rate=0.1" model.dropout=0.1) ;;
         *) echo "unknown variant $name" >&2; exit 2 ;;
