@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from toolkit.checkpoint import CheckpointError, load_checked
-from toolkit.config import merge_plugin_options
+from toolkit.config import merge_plugin_options, resolve_plugin_options
 from toolkit.devices import check_placement, resolve_device
 from toolkit.plugins import PluginSession, get_plugins
 from toolkit.precision import dtype_of
@@ -18,7 +18,11 @@ from toolkit.precision import dtype_of
 
 def rebuild_model(cfg: DictConfig, state: Mapping[str, Any], plugins: PluginSession) -> tuple[Any, torch.nn.Module]:
     """The task (with the checkpoint's vocabularies) and the model its config describes, as
-    built and changed by plugins (``toolkit_modify_model``), before any weights are loaded."""
+    built and changed by plugins (``toolkit_modify_model``), before any weights are loaded.
+    Plugin options are typed by the schemas registered now, so an option a plugin added after
+    the checkpoint was written takes its default."""
+    if "plugins" in cfg:
+        resolve_plugin_options(cfg.plugins.options, plugins.registries, "the checkpoint's plugins.options")
     task = plugins.registries.task.build(cfg.task, cfg)
     task.load_state_dict(state["task"])
     model = task.build_model(plugins.registries, cfg.model)

@@ -44,6 +44,6 @@ def test_the_best_continuations_sit_in_one_chunk_and_across_hypotheses():
 
 
 def test_the_first_step_expands_the_first_hypothesis_only():
-    lprobs = torch.log_softmax(torch.randn(2, 4, 600), -1)
+    lprobs = torch.log_softmax(torch.randn(2, 4, 8000), -1)  # enough chunks for the chunked path
     cand_scores, _, cand_beams = BeamSearch(BeamSearchConfig()).step(0, lprobs, torch.zeros(2, 4))
     assert cand_beams.eq(0).all() and cand_scores.shape == (2, 8)

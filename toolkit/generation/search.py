@@ -61,7 +61,7 @@ def best_continuations(lprobs: torch.Tensor, scores: torch.Tensor, count: int
     """
     batch, beam, vocab = lprobs.shape
     chunks = -(-vocab // CHUNK)
-    if beam * chunks <= 2 * count:  # a small vocabulary: the full top-k is as cheap
+    if beam * chunks <= 2 * count:  # a small vocabulary: too few chunks to leave any out
         total = (lprobs + scores[:, :, None]).view(batch, -1)  # (B, K*V)
         cand_scores, flat = total.topk(min(count, total.size(1)), dim=1)
         return cand_scores, flat % vocab, flat // vocab

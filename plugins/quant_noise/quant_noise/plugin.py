@@ -38,9 +38,7 @@ def toolkit_modify_model(model, cfg) -> None:
         return
     rates = {nn.Linear: (options.linear_rate, options.linear_block_size),
              nn.Embedding: (options.embedding_rate, options.embedding_block_size)}
-    # checkpoints written before the option existed lack it
-    straight_through = getattr(options, "straight_through", True)
-    changed = attach_noise(model, rates, options.scheme, options.modules, straight_through)
+    changed = attach_noise(model, rates, options.scheme, options.modules, options.straight_through)
     if changed:
         logger.info("quant_noise: %s noise on %d modules", options.scheme, len(changed))
 

@@ -83,3 +83,19 @@ def test_a_module_pattern_chooses_the_noised_modules_and_must_match_one():
         attach_noise(model, rates, "ipq", modules=r"^decoder\.")
     with pytest.raises(ConfigError, match="modules is not a regular expression"):
         check_noise(QuantNoiseOptions(modules="layers.("))
+
+
+def test_a_checkpoint_written_before_an_option_existed_rebuilds_with_its_default(trained_run):
+    """The stored config names only the options of its day; the rest take today's defaults."""
+    from omegaconf import OmegaConf
+
+    from toolkit.checkpoint import load_checkpoint
+    from toolkit.inference import rebuild_model
+    from toolkit.plugins import get_plugins
+
+    state = load_checkpoint(trained_run / "checkpoint_last.pt")
+    options = state["cfg"].setdefault("plugins", {}).setdefault("options", {})
+    options["quant_noise"] = {"scheme": "ipq", "linear_rate": 0.1}  # no straight_through, no modules
+    _, model = rebuild_model(OmegaConf.create(state["cfg"]), state, get_plugins())
+    noised_modules = [m for m in model.modules() if hasattr(m, "noise")]
+    assert noised_modules and all(m.noise == (0.1, 8, "ipq", True) for m in noised_modules)
