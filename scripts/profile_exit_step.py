@@ -1,7 +1,7 @@
 r"""Where a beam-search decoding step spends its time, and what early exits can save.
 
     python scripts/profile_exit_step.py --threads 2 [--arch transformer_small --decoder-layers 6
-        --vocab 8000 --rows 320 --source-length 16 --steps 20 --rounds 3]
+        --vocab 8000 --rows 320 --source-length 16 --steps 20 --rounds 3 --search chunks]
 
 A model of the architecture with random weights (speed does not depend on them) decodes
 ``--steps`` positions for ``--rows`` hypotheses (beam 5 x batch 64 = 320), each step followed by
@@ -17,6 +17,8 @@ It times, alternating over ``--rounds`` rounds in one process:
 
 The parts give Amdahl's bound: the projection and the search are paid once per token whatever
 the exit, so a step can be at most (blocks + fixed) / (k x block + fixed) faster.
+``--search topk`` takes the candidates with one top-k over all K x V sums (fairseq's way, this
+search's before ``best_continuations``) to show what the chunked candidates changed.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--search", choices=("chunks", "topk"), default="chunks",
+                        help="the candidates: best_continuations (the generator's) or a full top-k")
     args = parser.parse_args()
     if args.rows % args.beam:
         parser.error(f"--rows {args.rows} is not a whole number of beams of {args.beam}")
@@ -74,12 +78,16 @@ class RandomExits(ExitPolicy):
         return exits
 
 
-def search_step(logits: torch.Tensor, beam: int) -> torch.Tensor:
+def search_step(logits: torch.Tensor, beam: int, search: str) -> torch.Tensor:
     """The search's share of a step: log-softmax, top-2k per sentence; returns the new order."""
     lprobs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
     sentences = lprobs.size(0) // beam
     scores = torch.zeros(sentences, beam)
-    _, _, beams = best_continuations(lprobs.view(sentences, beam, -1), scores, 2 * beam)  # (N / beam, 2k)
+    if search == "topk":
+        flat = (lprobs.view(sentences, beam, -1) + scores[:, :, None]).view(sentences, -1)  # (N / beam, K*V)
+        beams = flat.topk(2 * beam, dim=1).indices // lprobs.size(1)  # (N / beam, 2k)
+    else:
+        _, _, beams = best_continuations(lprobs.view(sentences, beam, -1), scores, 2 * beam)  # (N / beam, 2k)
     rows = beams[:, :beam] + torch.arange(0, lprobs.size(0), beam)[:, None]
     return rows.view(-1)
 
@@ -97,7 +105,7 @@ def time_decoding(model: TransformerModel, args: argparse.Namespace, step: Calla
     for _ in range(args.steps):
         logits = step(tokens, encoder_out, state)
         searched = time.perf_counter()
-        state.reorder(search_step(logits, args.beam))
+        state.reorder(search_step(logits, args.beam, args.search))
         parts["search (log-softmax, top-k)"] += time.perf_counter() - searched
         tokens = logits.argmax(-1, keepdim=True)
     return (time.perf_counter() - start) / args.steps
@@ -148,7 +156,8 @@ def report(seconds: dict[str, float], parts: dict[str, float], blocks: int, args
     full = seconds["full depth"]
     block, fixed = parts["decoder blocks"] / blocks, parts["output projection"] + parts["search (log-softmax, top-k)"]
     print(f"{args.arch}, {blocks} decoder blocks, vocabulary {args.vocab}, {args.rows} rows, source length "
-          f"{args.source_length}, {args.steps} steps, {torch.get_num_threads()} threads, {args.rounds} rounds\n")
+          f"{args.source_length}, {args.steps} steps, {torch.get_num_threads()} threads, {args.rounds} rounds, "
+          f"{args.search} search\n")
     print("| part of a full-depth step | ms | share |\n|---|---|---|")
     for name, value in parts.items():
         print(f"| {name} | {value * 1e3:.2f} | {value / full:.1%} |")

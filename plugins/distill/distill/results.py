@@ -9,12 +9,16 @@ each student (beam 5 and greedy) translate the test split, batch 64, in alternat
 search: sacreBLEU, sentences/s and the ratio to the teacher's beam 5, parameters and file
 bytes; per student, the wall-clock of each stage from its stamps. JSON goes to ``--output``
 (the input of ``distill.plot``), Markdown to stdout.
+
+Seeds: name students ``GROUP:SEED`` (``seq-ls0:1=runs/kds/s1/sequence ...``) and a last table gives,
+per group, each seed's greedy - beam 5 difference with their mean and standard deviation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -97,6 +101,29 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def seed_summary(rows: list[dict]) -> str:
+    """Per ``GROUP`` of students named ``GROUP:SEED``: beam 5 and greedy BLEU, and greedy - beam 5
+    for each seed, with mean and sample standard deviation (empty when no name has a seed)."""
+    bleu = {(r["model"], r["search"]): r["bleu"] for r in rows}
+    groups: dict[str, list[str]] = {}
+    for model, search in bleu:
+        if ":" in model and search == "beam5":
+            groups.setdefault(model.split(":")[0], []).append(model)
+    if not groups:
+        return ""
+    lines = ["| students | seeds | beam 5 (mean) | greedy (mean) | greedy - beam 5 per seed | mean | sd |",
+             "|---|---|---|---|---|---|---|"]
+    for group, models in groups.items():
+        beams = [bleu[m, "beam5"] for m in models]
+        greedies = [bleu[m, "greedy"] for m in models]
+        gaps = [g - b for g, b in zip(greedies, beams)]
+        sd = f"{statistics.stdev(gaps):.2f}" if len(gaps) > 1 else "-"
+        lines.append(f"| {group} | {', '.join(m.split(':', 1)[1] for m in models)} | {statistics.mean(beams):.2f} | "
+                     f"{statistics.mean(greedies):.2f} | {', '.join(f'{g:+.2f}' for g in gaps)} | "
+                     f"{statistics.mean(gaps):+.2f} | {sd} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     students = {}
@@ -108,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = table(args, students)
     write_results(args.output, args, rounds=args.rounds, rows=rows)
     print(markdown(rows))
+    summary = seed_summary(rows)
+    if summary:
+        print("\n" + summary)
     return 0
 
 

@@ -23,6 +23,7 @@ LR=${LR:-1e-3}
 DECODER_LAYERS=${DECODER_LAYERS:-1}
 LABEL_SMOOTHING=${LABEL_SMOOTHING:-0.1}
 export OMP_NUM_THREADS=${THREADS:-2}
+mkdir -p "$RUNS"
 SEED_ARG=()
 if [ -n "${SEED:-}" ]; then SEED_ARG=(student.common.seed="$SEED"); fi
 

@@ -148,3 +148,15 @@ def test_the_ctranslate2_engine_rebuilds_the_export_of_another_teacher(trained_r
     assert (folder / "teacher.ct2" / "model.bin").read_bytes() == (fresh / "model.bin").read_bytes()
     alone = stage(tmp_path / "alone", new, "new")
     assert read_chunks(folder) == read_chunks(tmp_path / "alone") and alone["skipped_too_long"] == 0
+
+
+def test_the_seed_summary_groups_students_by_name_and_averages_their_greedy_gap():
+    """Students named GROUP:SEED are summarised per group: each seed's greedy - beam 5, mean, sd."""
+    from distill.results import seed_summary
+
+    def rows(model, beam5, greedy):
+        return [{"model": model, "search": "beam5", "bleu": beam5}, {"model": model, "search": "greedy", "bleu": greedy}]
+
+    table = rows("teacher", 40.0, 40.0)[:1] + rows("seq:1", 34.0, 33.5) + rows("seq:2", 35.0, 34.9) + rows("real", 30.0, 29.0)
+    assert seed_summary(table).splitlines()[2] == "| seq | 1, 2 | 34.50 | 34.20 | -0.50, -0.10 | -0.30 | 0.28 |"
+    assert seed_summary(rows("real", 30.0, 29.0)) == ""
