@@ -32,7 +32,7 @@ import torch
 
 from toolkit.data.dictionary import Dictionary
 from toolkit.generation.exit_policy import ExitPolicy, FixedDepth, FixedDepthConfig, decode_step_with_exits
-from toolkit.generation.search import best_continuations
+from toolkit.generation.search import all_continuations_topk, best_continuations
 from toolkit.models import architectures
 from toolkit.models.transformer import TransformerModel
 
@@ -83,11 +83,8 @@ def search_step(logits: torch.Tensor, beam: int, search: str) -> torch.Tensor:
     lprobs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
     sentences = lprobs.size(0) // beam
     scores = torch.zeros(sentences, beam)
-    if search == "topk":
-        flat = (lprobs.view(sentences, beam, -1) + scores[:, :, None]).view(sentences, -1)  # (N / beam, K*V)
-        beams = flat.topk(2 * beam, dim=1).indices // lprobs.size(1)  # (N / beam, 2k)
-    else:
-        _, _, beams = best_continuations(lprobs.view(sentences, beam, -1), scores, 2 * beam)  # (N / beam, 2k)
+    candidates = all_continuations_topk if search == "topk" else best_continuations
+    _, _, beams = candidates(lprobs.view(sentences, beam, -1), scores, 2 * beam)  # (N / beam, 2k)
     rows = beams[:, :beam] + torch.arange(0, lprobs.size(0), beam)[:, None]
     return rows.view(-1)
 

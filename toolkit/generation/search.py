@@ -62,9 +62,7 @@ def best_continuations(lprobs: torch.Tensor, scores: torch.Tensor, count: int
     batch, beam, vocab = lprobs.shape
     chunks = -(-vocab // CHUNK)
     if beam * chunks <= 2 * count:  # a small vocabulary: too few chunks to leave any out
-        total = (lprobs + scores[:, :, None]).view(batch, -1)  # (B, K*V)
-        cand_scores, flat = total.topk(min(count, total.size(1)), dim=1)
-        return cand_scores, flat % vocab, flat // vocab
+        return all_continuations_topk(lprobs, scores, count)
     if chunks * CHUNK != vocab:
         lprobs = torch.nn.functional.pad(lprobs, (0, chunks * CHUNK - vocab), value=float("-inf"))
     blocks = lprobs.view(batch, beam * chunks, CHUNK)  # (B, K*chunks, CHUNK)
@@ -75,6 +73,16 @@ def best_continuations(lprobs: torch.Tensor, scores: torch.Tensor, count: int
     cand_scores, flat = entries.view(batch, -1).topk(count, dim=1)  # (B, count) into count*CHUNK
     block = best_blocks.gather(1, flat // CHUNK)  # (B, count) into K*chunks
     return cand_scores, (block % chunks) * CHUNK + flat % CHUNK, block // chunks
+
+
+def all_continuations_topk(lprobs: torch.Tensor, scores: torch.Tensor, count: int
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``best_continuations`` by one top-k over all K*V sums (fairseq's way; the reference the
+    chunked search is equal to, and its path for small vocabularies)."""
+    batch, _, vocab = lprobs.shape
+    total = (lprobs + scores[:, :, None]).view(batch, -1)  # (B, K*V)
+    cand_scores, flat = total.topk(min(count, total.size(1)), dim=1)
+    return cand_scores, flat % vocab, flat // vocab
 
 
 @dataclass
