@@ -38,6 +38,8 @@ class DistillSettings:
     max_tokens: int = 4096  # ...and this many source tokens (ctranslate2: tokens only)
     chunk_lines: int = 2000
     mix_original: bool = False  # also keep the original targets in the student's corpus
+    interpolate: bool = False  # sequence-level interpolation (Kim and Rush): of the teacher's beam, the
+    # hypothesis of highest sentence BLEU against the original target (sequence, both)
     alpha: float = 0.5  # word-level KD weight
     temperature: float = 1.0
     student: list[str] = field(default_factory=list)  # toolkit-train overrides for the student
@@ -47,6 +49,9 @@ def check(settings: DistillSettings) -> None:
     """Everything that can be checked before any work."""
     if settings.method not in METHODS:
         raise ConfigError(f"method must be one of {METHODS}, got {settings.method!r}")
+    if settings.interpolate and settings.method not in ("sequence", "both"):
+        raise ConfigError(f"interpolate=true chooses among the teacher's outputs: it needs method=sequence or both, "
+                          f"not {settings.method}")
     if settings.engine not in ("toolkit", "ctranslate2"):
         raise ConfigError(f"engine must be toolkit or ctranslate2, got {settings.engine!r}")
     try:  # missing, truncated or not a checkpoint: named before any cache is touched
@@ -70,13 +75,17 @@ def distill(settings: DistillSettings) -> dict:
     teacher_hash = file_sha256(settings.teacher)
     records = {}
     sources = settings.data / f"train.{settings.source_lang}"
+    targets = settings.data / f"train.{settings.target_lang}"
     copied = [settings.data / f"{split}.{lang}" for split in ("train", "valid", "test")  # what the corpus is made of
               for lang in (settings.source_lang, settings.target_lang)]
     if settings.method in ("sequence", "both"):
-        key = fingerprint("translate", teacher_hash, sources, settings.engine, settings.beam)
+        interpolation = ("interpolate", targets) if settings.interpolate else ()  # old caches keep their key
+        key = fingerprint("translate", teacher_hash, sources, settings.engine, settings.beam, *interpolation)
+        references = read_lines(targets) if settings.interpolate else None
         records["translate"] = run_stage(settings.out / "translate", "translate", key, lambda folder: timed(
             lambda: translate_corpus(read_lines(sources), folder, settings.teacher, settings.beam, settings.batch,
-                                     settings.max_tokens, settings.chunk_lines, settings.engine, context=context)),
+                                     settings.max_tokens, settings.chunk_lines, settings.engine, context=context,
+                                     references=references)),
             context, everyone=True)
         corpus_key = fingerprint("corpus", key, settings.mix_original, *copied)
     else:
@@ -158,7 +167,8 @@ def evaluate(settings: DistillSettings, student: dict, teacher_hash: str) -> dic
     plugins = get_plugins()
     cfg, task, model, state = load_for_inference(student["checkpoint"], plugins, device="cpu")
     record = {"teacher": str(settings.teacher), "teacher_sha256": teacher_hash, "method": settings.method,
-              "alpha": settings.alpha, "temperature": settings.temperature, "mix_original": settings.mix_original}
+              "alpha": settings.alpha, "temperature": settings.temperature, "mix_original": settings.mix_original,
+              "interpolate": settings.interpolate}
     path = settings.out / "student.pt"
     size = save_inference_checkpoint(path, cfg, task, model, plugins, distilled_from=record,
                                      num_updates=state.get("num_updates"))

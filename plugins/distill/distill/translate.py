@@ -1,6 +1,10 @@
 """Stage 1: the teacher beam-translates the training sources, in chunks written atomically, so
 an interrupted run resumes at the first missing chunk with no line lost or repeated. Under
-torchrun each rank translates every ``world_size``-th chunk (its shard)."""
+torchrun each rank translates every ``world_size``-th chunk (its shard).
+
+With the original targets given (``references``), each line is sequence-level interpolation's
+choice (Kim and Rush 2016, section 3.2): of the teacher's whole beam, the hypothesis with the
+highest sentence BLEU against the original target, instead of the beam's best."""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ import time
 from pathlib import Path
 
 import torch
+from sacrebleu import sentence_bleu
 from tqdm import tqdm
 
+from toolkit.data.preprocess import DataError
 from toolkit.files import atomic_write_text
 from toolkit.generation.generator import GenerationConfig
 from toolkit.generation.translator import Translator
@@ -21,13 +27,16 @@ logger = logging.getLogger("toolkit-distill")
 
 def translate_corpus(sources: list[str], folder: Path, teacher_path: Path, beam: int, batch: int,
                      max_tokens: int, chunk_lines: int = 2000, engine: str = "toolkit", device: str = "auto",
-                     context: DistributedContext | None = None) -> dict:
+                     context: DistributedContext | None = None, references: list[str] | None = None) -> dict:
     """Write ``folder/chunks/NNNNN.txt`` (one hypothesis per source line, empty for skipped
     ones) with ``NNNNN.skipped`` (how many sources of the chunk were too long for the teacher)
     and return counts and timing, summed over the ranks (seconds: the slowest rank's;
     ``skipped_too_long`` over every chunk, those of an earlier, interrupted run too). Batches
     hold at most ``batch`` sentences and ``max_tokens`` source tokens. Chunks already in
-    ``folder`` are kept: ``run_stage`` empties it when the teacher or the settings change."""
+    ``folder`` are kept: ``run_stage`` empties it when the teacher or the settings change.
+    ``references`` (line-aligned with ``sources``): write the beam hypothesis closest to each."""
+    if references is not None and len(references) != len(sources):
+        raise DataError(f"{len(sources)} training sources but {len(references)} targets")
     context = context or DistributedContext()
     chunks = folder / "chunks"
     if context.is_master:
@@ -41,13 +50,16 @@ def translate_corpus(sources: list[str], folder: Path, teacher_path: Path, beam:
     mine = [i for i in range(context.rank, total, context.world_size) if not (chunks / f"{i:05d}.txt").is_file()]
     seconds, skipped, translated = 0.0, 0, 0
     if mine:
-        decode = _decoder(teacher_path, beam, batch, max_tokens, engine, device, folder / "teacher.ct2")
+        decode = _decoder(teacher_path, beam, batch, max_tokens, engine, device, folder / "teacher.ct2",
+                          nbest=beam if references is not None else 1)
         progress = tqdm(total=sum(len(sources[i * chunk_lines : (i + 1) * chunk_lines]) for i in mine),
                         unit="sent", desc=f"teacher (rank {context.rank})", disable=None)
         for index in mine:
             lines = sources[index * chunk_lines : (index + 1) * chunk_lines]
             start = time.perf_counter()
-            hypotheses, too_long = decode(lines)
+            nbest, too_long = decode(lines)  # per line: its hypotheses, best first ([] if skipped)
+            targets = references[index * chunk_lines : (index + 1) * chunk_lines] if references else None
+            hypotheses = [choose(options, targets[i] if targets else None) for i, options in enumerate(nbest)]
             seconds += time.perf_counter() - start
             skipped += too_long
             translated += len(lines)
@@ -64,26 +76,40 @@ def translate_corpus(sources: list[str], folder: Path, teacher_path: Path, beam:
             "skipped_too_long_now": int(sums["skipped_too_long_now"])}
 
 
-def _decoder(teacher_path: Path, beam: int, batch: int, max_tokens: int, engine: str, device: str, export: Path):
-    """A function ``lines -> (hypotheses, sources too long)`` for the chosen engine."""
+def choose(hypotheses: list[str], reference: str | None) -> str:
+    """The line written for one source: the beam's best hypothesis, or with ``reference`` the
+    one of highest sentence BLEU against it (the first of equals: the better-scored)."""
+    if not hypotheses:
+        return ""
+    if reference is None or len(hypotheses) == 1:
+        return hypotheses[0]
+    similarity = [sentence_bleu(hypothesis, [reference]).score for hypothesis in hypotheses]
+    return hypotheses[similarity.index(max(similarity))]
+
+
+def _decoder(teacher_path: Path, beam: int, batch: int, max_tokens: int, engine: str, device: str, export: Path,
+             nbest: int = 1):
+    """A function ``lines -> (each line's ``nbest`` hypotheses, best first; sources too long)``
+    for the chosen engine."""
     if engine == "ctranslate2":
-        return _ctranslate2_decoder(teacher_path, beam, max_tokens, export)
-    translator = Translator.from_checkpoint(teacher_path, GenerationConfig(beam=beam), device, max_sentences=batch,
-                                            max_tokens=max_tokens)
+        return _ctranslate2_decoder(teacher_path, beam, max_tokens, export, nbest)
+    translator = Translator.from_checkpoint(teacher_path, GenerationConfig(beam=beam, nbest=nbest), device,
+                                            max_sentences=batch, max_tokens=max_tokens)
+    detokenize = translator.task.tgt_tokenizer.decode
     max_source = translator.model.max_positions()[0] - 1
 
-    def decode(lines: list[str]) -> tuple[list[str], int]:
+    def decode(lines: list[str]) -> tuple[list[list[str]], int]:
         ids = translator.task.src_tokenizer.encode([line.strip() for line in lines])
         fits = [i for i, s in enumerate(ids) if len(s) <= max_source]  # longer sources: skipped, not cut
-        outputs = [""] * len(lines)
+        outputs: list[list[str]] = [[] for _ in lines]
         for i, translation in zip(fits, translator.translate([lines[i] for i in fits])):
-            outputs[i] = translation.text
+            outputs[i] = [translation.text] + [detokenize(h.tokens.tolist()) for h in translation.hypotheses[1:]]
         return outputs, len(lines) - len(fits)
 
     return decode
 
 
-def _ctranslate2_decoder(teacher_path: Path, beam: int, max_tokens: int, export: Path):
+def _ctranslate2_decoder(teacher_path: Path, beam: int, max_tokens: int, export: Path, nbest: int):
     import ctranslate2
     import torch
 
@@ -95,15 +121,15 @@ def _ctranslate2_decoder(teacher_path: Path, beam: int, max_tokens: int, export:
                                     intra_threads=torch.get_num_threads())
     max_source = model.max_positions()[0] - 1
 
-    def decode(lines: list[str]) -> tuple[list[str], int]:
+    def decode(lines: list[str]) -> tuple[list[list[str]], int]:
         pieces = source_pieces(task, [line.strip() for line in lines])
         fits = [i for i, p in enumerate(pieces) if 0 < len(p) <= max_source]
         results = engine.translate_batch([pieces[i] for i in fits], beam_size=beam, max_batch_size=max_tokens,
-                                         batch_type="tokens",
+                                         batch_type="tokens", num_hypotheses=nbest,
                                          max_decoding_length=model.max_positions()[1] - 1)
-        outputs = [""] * len(lines)
+        outputs: list[list[str]] = [[] for _ in lines]
         for i, result in zip(fits, results):
-            outputs[i] = detokenize(task, result.hypotheses[0])
+            outputs[i] = [detokenize(task, hypothesis) for hypothesis in result.hypotheses]
         return outputs, sum(len(p) > max_source for p in pieces)
 
     return decode

@@ -160,3 +160,45 @@ def test_the_seed_summary_groups_students_by_name_and_averages_their_greedy_gap(
     table = rows("teacher", 40.0, 40.0)[:1] + rows("seq:1", 34.0, 33.5) + rows("seq:2", 35.0, 34.9) + rows("real", 30.0, 29.0)
     assert seed_summary(table).splitlines()[2] == "| seq | 1, 2 | 34.50 | 34.20 | -0.50, -0.10 | -0.30 | 0.28 |"
     assert seed_summary(rows("real", 30.0, 29.0)) == ""
+
+
+@pytest.mark.parametrize("engine", ["toolkit", "ctranslate2"])
+def test_interpolation_writes_the_beam_hypothesis_closest_to_the_target(trained_run, small_data, tmp_path, engine):
+    """interpolate=true (Kim and Rush's sequence-level interpolation): each line is, of the
+    teacher's whole beam, the hypothesis of highest sentence BLEU against the original target."""
+    if engine == "ctranslate2":
+        pytest.importorskip("ctranslate2")
+    from sacrebleu import sentence_bleu
+
+    from toolkit.generation.generator import GenerationConfig
+    from toolkit.generation.translator import Translator
+
+    teacher = trained_run / "checkpoint_last.pt"
+    sources, targets = read_lines(small_data / "train.src")[:60], read_lines(small_data / "train.tgt")[:60]
+    decode = dict(beam=4, batch=16, max_tokens=512, chunk_lines=25, engine=engine)
+    translate_corpus(sources, tmp_path / "top", teacher, **decode)
+    translate_corpus(sources, tmp_path / "inter", teacher, references=targets, **decode)
+    top, chosen = read_chunks(tmp_path / "top"), read_chunks(tmp_path / "inter")
+    assert len(chosen) == 60 and chosen[7] == "" and top[7] == ""  # still line-aligned, the empty source skipped
+
+    def similarity(lines):
+        return sum(sentence_bleu(line, [target]).score for line, target in zip(lines, targets))
+
+    assert sum(a != b for a, b in zip(top, chosen)) >= 5 and similarity(chosen) > similarity(top) + 20
+    if engine == "toolkit":  # against the teacher's own 4-best, scored here
+        translator = Translator.from_checkpoint(teacher, GenerationConfig(beam=4, nbest=4), "cpu")
+        for i, translation in enumerate(translator.translate(sources)):
+            if sources[i]:
+                texts = [translator.task.tgt_tokenizer.decode(h.tokens.tolist()) for h in translation.hypotheses]
+                best = max(sentence_bleu(text, [targets[i]]).score for text in texts)
+                assert sentence_bleu(chosen[i], [targets[i]]).score == best and chosen[i] in texts
+    with pytest.raises(Exception, match="60 training sources but 59 targets"):
+        translate_corpus(sources, tmp_path / "bad", teacher, references=targets[:59], **decode)
+
+
+def test_interpolation_needs_the_teachers_outputs(trained_run, small_data, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        distill_main([f"teacher={trained_run / 'checkpoint_last.pt'}", f"data={small_data}", f"out={tmp_path / 'kd'}",
+                      "source_lang=src", "target_lang=tgt", "method=word", "interpolate=true"])
+    assert "interpolate=true chooses among the teacher's outputs: it needs method=sequence or both" in capsys.readouterr().err
+    assert not (tmp_path / "kd").exists()
