@@ -10,7 +10,9 @@
 #   METHOD: real sequence word both (default all four, in that order)
 # Environment: UPDATES (2000), TOKENS (1024 tokens per batch), LR (1e-3), THREADS (2),
 # DECODER_LAYERS (1: the student's decoder blocks), LABEL_SMOOTHING (0.1: the student's
-# criterion.label_smoothing), SEED (the student's common.seed; unset: the core's default, 1).
+# criterion.label_smoothing), SEED (the student's common.seed; unset: the core's default, 1),
+# INTERPOLATE (false; true: sequence-level interpolation, each training target the teacher's beam
+# hypothesis closest to the original by sentence BLEU: its own translation, not shared).
 set -euo pipefail
 TEACHER=${1:?teacher checkpoint}
 DATA=${2:?data folder}
@@ -24,6 +26,7 @@ DECODER_LAYERS=${DECODER_LAYERS:-1}
 LABEL_SMOOTHING=${LABEL_SMOOTHING:-0.1}
 export OMP_NUM_THREADS=${THREADS:-2}
 mkdir -p "$RUNS"
+INTERPOLATE=${INTERPOLATE:-false}
 SEED_ARG=()
 if [ -n "${SEED:-}" ]; then SEED_ARG=(student.common.seed="$SEED"); fi
 
@@ -32,7 +35,7 @@ for method in $METHODS; do
     if [ "$method" = both ] && [ -d "$RUNS/sequence/translate" ] && [ ! -d "$out/translate" ]; then
         mkdir -p "$out" && cp -r "$RUNS/sequence/translate" "$out/translate"
     fi
-    toolkit-distill teacher="$TEACHER" data="$DATA" out="$out" method="$method" \
+    toolkit-distill teacher="$TEACHER" data="$DATA" out="$out" method="$method" interpolate="$INTERPOLATE" \
         student.task=multi30k_de_en student.model=transformer_student student.model.decoder_layers="$DECODER_LAYERS" student.common.threads="$OMP_NUM_THREADS" \
         student.optimization.max_update="$UPDATES" student.optimization.max_time_minutes=0 \
         student.dataset.max_tokens="$TOKENS" student.optim.lr="$LR" student.criterion.label_smoothing="$LABEL_SMOOTHING" \
