@@ -63,6 +63,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=64, help="sentences per batch")
     parser.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="decoding processes (CPU), sharing --threads between them (Translator(workers=))")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16: the weights' type")
     parser.add_argument("--plugin-option", action="append", default=[], metavar="PLUGIN.KEY=VALUE",
@@ -100,13 +102,14 @@ def main() -> None:
             beam=args.beam, lenpen=args.lenpen, exit_policy=policy), max_sentences=args.batch)
         compare_settings(args, {"full depth": translator, str(policy): exiting}, sources, references)
         return
-    translator.translate(sources[: args.batch])  # warm-up
+    translator.translate(sources[: args.batch * args.workers])  # warm-up (every worker)
     meter = SpeedMeter(translator.device)
     with meter:
         translations = translator.translate(sources)
     meter.add(translations)
     ours = [t.text for t in translations]
-    print(f"beam {args.beam}, batch {args.batch} sentences, {torch.get_num_threads()} threads, {translator.device}")
+    workers = f" in {args.workers} processes" if args.workers > 1 else ""
+    print(f"beam {args.beam}, batch {args.batch} sentences, {torch.get_num_threads()} threads{workers}, {translator.device}")
     print(f"toolkit      {meter.summary()}")
     if references:
         print(f"toolkit      {score(ours, references).lines()[0]}")
@@ -130,7 +133,7 @@ def profile(translator: Translator, sources: list[str], rows: int = 15) -> None:
 def load(args: argparse.Namespace, plugin_options: dict) -> Translator:
     return Translator.from_checkpoint(args.checkpoint, GenerationConfig(beam=args.beam, lenpen=args.lenpen),
                                       device=args.device, plugin_options=plugin_options, precision=args.precision,
-                                      max_sentences=args.batch)
+                                      max_sentences=args.batch, workers=args.workers)
 
 
 def compare_settings(args: argparse.Namespace, runs: dict[str, Translator], sources: list[str],

@@ -124,6 +124,7 @@ class GenerateConfig:
     device: str = "auto"
     precision: str = "fp32"  # fp32 | bf16 | fp16: the weights' type while decoding (scores stay fp32)
     threads: Optional[int] = None
+    workers: int = 1  # decoding processes on the CPU, sharing the threads (toolkit.generation.workers)
     # merged over the checkpoint's plugins.options before the model is rebuilt, e.g.
     # +plugin_options.my_pruner.decoder_layers_to_keep=[0,2,4]; each key must name a loaded plugin
     plugin_options: dict[str, Any] = field(default_factory=dict)

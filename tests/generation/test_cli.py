@@ -55,6 +55,14 @@ def test_generate_a_split_writes_hypotheses_in_order_and_scores_them(trained_run
     assert hypotheses[:20] == [t.text for t in expected]
 
 
+def test_workers_write_the_same_file_as_one_process(trained_run, fp32_split, tmp_path):
+    out = tmp_path / "hyps.txt"
+    result = generate_in_process(f"path={trained_run / 'checkpoint_best.pt'}", *SPLIT, f"output={out}", "workers=2")
+    assert out.read_text() == fp32_split[1].read_text() and result["speed"].sentences == len(read_lines(out))
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        generate_in_process(f"path={trained_run / 'checkpoint_best.pt'}", *SPLIT, f"output={out}", "workers=0")
+
+
 def test_generate_a_file_with_fairseq_lines(trained_run, tmp_path, capsys):
     source = tmp_path / "in.txt"
     source.write_text("the dog sleeps\n\nthe dogs see a cat\n")

@@ -51,7 +51,7 @@ def generate(cfg: DictConfig | GenerateConfig) -> dict:
                                            state=state)
     logger.info("checkpoint %s", describe(cfg.path, model))
     translator = Translator(task, model, generation_config(cfg.generation), plugins,
-                            max_sentences=cfg.max_sentences, max_tokens=cfg.max_tokens)
+                            max_sentences=cfg.max_sentences, max_tokens=cfg.max_tokens, workers=cfg.workers)
     meter = SpeedMeter(translator.device)
     if interactive:
         _interactive(translator, meter, sys.stdin.buffer, sys.stdout, cfg.interactive_buffer)
@@ -84,6 +84,8 @@ def _check_settings(cfg) -> None:
     dtype_of(cfg.precision)  # an unknown name fails before the checkpoint is read
     if not Path(cfg.path).is_file():
         raise CheckpointError(f"checkpoint {cfg.path} does not exist")
+    if cfg.workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {cfg.workers}")
     bad = non_finite_values(cfg)
     if bad:
         raise ConfigError("; ".join(f"{key} must be a finite number, got {value}" for key, value in bad))

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from toolkit.errors import ConfigError
 from toolkit.generation.generator import GenerationConfig, Hypothesis, SequenceGenerator
 from toolkit.inference import load_for_inference
 from toolkit.plugins import PluginSession, get_plugins
@@ -30,10 +31,14 @@ class Translator:
 
     Empty lines give empty translations; lines longer than the model's source positions are
     cut (and counted in the log); a high rate of unknown pieces is warned about.
+
+    ``workers`` > 1 (CPU only): the batches are decoded by that many forked processes
+    (``toolkit.generation.workers``), ``torch.get_num_threads() // workers`` threads each (at
+    least 1), started at the first ``translate`` and stopped by ``close``.
     """
 
     def __init__(self, task, model, gen_cfg: GenerationConfig, plugins: PluginSession | None = None,
-                 max_sentences: int = 64, max_tokens: int = 16000):
+                 max_sentences: int = 64, max_tokens: int = 16000, workers: int = 1):
         plugins = plugins or get_plugins()
         self.task, self.model = task, model
         self.device = next(model.parameters()).device
@@ -41,6 +46,11 @@ class Translator:
         policy = plugins.registries.exit_policy.build(gen_cfg.exit_policy, model) if gen_cfg.exit_policy else None
         self.generator = SequenceGenerator(model, task.tgt_dict, gen_cfg, search, policy)
         self.max_sentences, self.max_tokens = max_sentences, max_tokens
+        if workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {workers}")
+        if workers > 1 and self.device.type != "cpu":
+            raise ConfigError(f"decoding workers run on the CPU; the model is on {self.device} (use workers=1)")
+        self.workers, self._pool = workers, None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, gen_cfg: GenerationConfig | None = None, device: str = "auto",
@@ -62,12 +72,30 @@ class Translator:
         self._warn_unknown(ids)
         results: list[Translation | None] = [None] * len(lines)
         order = sorted((i for i in range(len(lines)) if ids[i]), key=lambda i: len(ids[i]))
-        for batch in self._batches(order, ids):
-            src_tokens, src_lengths = self._collate([ids[i] for i in batch])
-            for i, hyps in zip(batch, self.generator.generate(src_tokens, src_lengths)):
+        batches = self._batches(order, ids)
+        if self.workers > 1:  # the longest first: the last batches handed out are the quickest
+            batches.reverse()
+        tensors = (self._collate([ids[i] for i in batch]) for batch in batches)
+        decoded = self._worker_pool().generate(tensors) if self.workers > 1 else (
+            self.generator.generate(*pair) for pair in tensors)
+        for batch, batch_hyps in zip(batches, decoded):
+            for i, hyps in zip(batch, batch_hyps):
                 text = self.task.tgt_tokenizer.decode(hyps[0].tokens.tolist()) if hyps else ""
                 results[i] = Translation(lines[i], text, hyps)
         return [r if r is not None else Translation(lines[i], "", []) for i, r in enumerate(results)]
+
+    def _worker_pool(self):
+        if self._pool is None:
+            from toolkit.generation.workers import WorkerPool
+
+            self._pool = WorkerPool(self.generator, self.workers, max(1, torch.get_num_threads() // self.workers))
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the decoding workers, if any (a later ``translate`` starts new ones)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def _batches(self, order: list[int], ids: list[list[int]]) -> list[list[int]]:
         batches, batch = [], []

@@ -1,0 +1,73 @@
+"""Decoding on several CPU processes, each with its own threads (CTranslate2's ``inter_threads``
+x ``intra_threads``).
+
+One decoding step is a few hundred small operations. With two threads each product splits in
+two, but the small ones do not halve (the int8 products of a ``transformer_small`` step gain
+10-20% from a second thread, float32's about 1.9x: ``python -m quant_noise.bench_kernels``), and
+Python's share of a step is not split at all. Python threads cannot decode batches side by side
+(the beam search holds the interpreter lock between operations), so ``WorkerPool`` forks
+processes: they share the loaded model's memory (copy on write), each decodes whole batches
+with ``threads`` threads, and the batches come back in order, so the output is the same as one
+process's (int8's activation scales are per batch, and the batches are the same).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import weakref
+from typing import Iterable, Iterator
+
+import torch
+
+from toolkit.errors import ConfigError
+
+_GENERATOR = None  # the generator a worker decodes with: set in the parent just around the fork
+
+
+def _start_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _decode(batch: tuple[torch.Tensor, torch.Tensor]):
+    """One batch in a worker: its hypotheses and what the generator counted while decoding it."""
+    generator = _GENERATOR
+    counts, rows = generator.exit_counts.clone(), generator.projected_rows
+    hypotheses = generator.generate(*batch)
+    return hypotheses, generator.exit_counts - counts, generator.projected_rows - rows
+
+
+class WorkerPool:
+    """``workers`` forked processes decoding with ``generator`` (a ``SequenceGenerator`` on the
+    CPU), ``threads`` threads each. The exit statistics they count are added to ``generator``'s,
+    so averages and histograms read as after decoding in this process."""
+
+    def __init__(self, generator, workers: int, threads: int):
+        if workers < 2:
+            raise ConfigError(f"a worker pool needs at least 2 workers, got {workers}")
+        if threads < 1:
+            raise ConfigError(f"each worker needs at least 1 thread, got {threads}")
+        device = next(generator.model.parameters()).device
+        if device.type != "cpu":
+            raise ConfigError(f"decoding workers run on the CPU; the model is on {device} (use workers=1)")
+        if "fork" not in multiprocessing.get_all_start_methods():
+            raise ConfigError("decoding workers need the fork start method, which this platform lacks (use workers=1)")
+        global _GENERATOR
+        _GENERATOR = generator
+        try:  # the children inherit the model as it is now
+            self._pool = multiprocessing.get_context("fork").Pool(workers, _start_worker, (threads,))
+        finally:
+            _GENERATOR = None
+        self.generator, self.workers, self.threads = generator, workers, threads
+        self._closer = weakref.finalize(self, self._pool.terminate)
+
+    def generate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[list]:
+        """Each batch's hypotheses (``SequenceGenerator.generate``'s), in the batches' order;
+        the workers take the next batch as they finish one."""
+        for hypotheses, counts, rows in self._pool.imap(_decode, batches):
+            self.generator.exit_counts += counts
+            self.generator.projected_rows += rows
+            yield hypotheses
+
+    def close(self) -> None:
+        """Stop the workers (also done when the pool is garbage-collected or the program exits)."""
+        self._closer()
