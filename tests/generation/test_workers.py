@@ -2,6 +2,7 @@
 exit statistics as one process, the batches really decoded elsewhere, bad settings named."""
 
 import os
+import signal
 
 import pytest
 import torch
@@ -53,11 +54,24 @@ def test_the_batches_are_decoded_in_other_processes(loaded):
     pooled.generator.generate = recording  # the workers fork with it
     try:
         assert len(pooled.translate(sources)) == len(sources) and decoded_in == []
-        processes = pooled._pool._pool._pool
+        processes = list(pooled._pool._pool._processes.values())
         assert len(processes) == 2 and all(p.is_alive() and p.pid != os.getpid() for p in processes)
     finally:
         pooled.close()
     assert all(not p.is_alive() for p in processes)
+
+
+def test_a_worker_that_dies_is_a_clear_error_not_a_hang(loaded):
+    task, model, sources = loaded
+    pooled = Translator(task, model, GenerationConfig(beam=2), max_sentences=8, workers=2)
+    try:
+        pooled.translate(sources[:16])
+        os.kill(next(iter(pooled._pool._pool._processes)), signal.SIGKILL)
+        with pytest.raises(RuntimeError, match="a decoding worker process died"):
+            pooled.translate(sources)
+        assert len(pooled.translate(sources[:16])) == 16  # new workers
+    finally:
+        pooled.close()
 
 
 def test_bad_worker_settings_are_named(loaded):

@@ -85,7 +85,7 @@ class Translator:
         return [r if r is not None else Translation(lines[i], "", []) for i, r in enumerate(results)]
 
     def _worker_pool(self):
-        if self._pool is None:
+        if self._pool is None or self._pool.broken:
             from toolkit.generation.workers import WorkerPool
 
             self._pool = WorkerPool(self.generator, self.workers, max(1, torch.get_num_threads() // self.workers))

@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import multiprocessing
 import weakref
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Iterable, Iterator
 
 import torch
 
 from toolkit.errors import ConfigError
 
-_GENERATOR = None  # the generator a worker decodes with: set in the parent just around the fork
+_GENERATOR = None  # the generator a worker decodes with (set in the worker: forked, not pickled)
 
 
-def _start_worker(threads: int) -> None:
+def _start_worker(generator, threads: int) -> None:
+    global _GENERATOR
+    _GENERATOR = generator
     torch.set_num_threads(threads)
 
 
@@ -51,22 +55,28 @@ class WorkerPool:
             raise ConfigError(f"decoding workers run on the CPU; the model is on {device} (use workers=1)")
         if "fork" not in multiprocessing.get_all_start_methods():
             raise ConfigError("decoding workers need the fork start method, which this platform lacks (use workers=1)")
-        global _GENERATOR
-        _GENERATOR = generator
-        try:  # the children inherit the model as it is now
-            self._pool = multiprocessing.get_context("fork").Pool(workers, _start_worker, (threads,))
-        finally:
-            _GENERATOR = None
+        self._pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), _start_worker,
+                                         (generator, threads))  # forked at the first batch: the model as it is then
         self.generator, self.workers, self.threads = generator, workers, threads
-        self._closer = weakref.finalize(self, self._pool.terminate)
+        self.broken = False  # a worker died: the pool is closed, and a translator starts another
+        self._closer = weakref.finalize(self, self._pool.shutdown, cancel_futures=True)
 
     def generate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[list]:
         """Each batch's hypotheses (``SequenceGenerator.generate``'s), in the batches' order;
-        the workers take the next batch as they finish one."""
-        for hypotheses, counts, rows in self._pool.imap(_decode, batches):
-            self.generator.exit_counts += counts
-            self.generator.projected_rows += rows
-            yield hypotheses
+        the workers take the next batch as they finish one.
+
+        :raises RuntimeError: a worker died (killed, out of memory): the pool cannot go on.
+        """
+        try:
+            for hypotheses, counts, rows in self._pool.map(_decode, batches):
+                self.generator.exit_counts += counts
+                self.generator.projected_rows += rows
+                yield hypotheses
+        except BrokenProcessPool as error:
+            self.broken = True
+            self.close()
+            raise RuntimeError(f"a decoding worker process died ({error}): run again, with fewer workers if "
+                               f"memory is short") from None
 
     def close(self) -> None:
         """Stop the workers (also done when the pool is garbage-collected or the program exits)."""
