@@ -61,8 +61,8 @@ def decode_alternately(runs: Mapping[str, Any], sources: Sequence[str], rounds: 
         over the rounds, ``outputs`` the last round's hypotheses.
     """
     totals = {name: {"seconds": 0.0, "tokens": 0, "sentences": 0, "outputs": []} for name in runs}
-    for translator in runs.values():
-        translator.translate(sources[: translator.max_sentences])  # warm-up
+    for translator in runs.values():  # warm-up, a batch for each decoding process
+        translator.translate(sources[: translator.max_sentences * getattr(translator, "workers", 1)])
     for _ in range(rounds):
         for name, translator in runs.items():
             meter = SpeedMeter(translator.device)

@@ -4,7 +4,8 @@ Each ``DIR`` holds a float checkpoint (``checkpoint_avg3.pt``, or ``--float-name
 (``plugins/quant_noise/recipes/multi30k_quantize.sh``: ``int8.pt``, ``ipq4.pt``, ``ipq8.pt``,
 ``ipq8+int8.pt``; a missing one is skipped). The files of one model decode the test split
 (beam 5, batch 64) in alternating rounds in one process (``decode_alternately``), so each
-speed-up is measured side by side with the float model. Per row: sacreBLEU, sentences/s and the
+speed-up is measured side by side with the float model (``--workers N``: each model decodes in
+N forked processes sharing ``--threads``). Per row: sacreBLEU, sentences/s and the
 ratio to fp32, file bytes and the ratio to the fp32 file, and the compression of the quantized
 layers alone (their float bytes over their stored bytes). JSON goes to ``--output`` (the input
 of ``quant_noise.plot``), Markdown to stdout.
@@ -37,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_test_set_arguments(parser)
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2, help="alternating timed rounds over the split")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="decoding processes per model, sharing --threads (toolkit.generation.workers)")
     parser.add_argument("--float-name", default=VARIANTS["fp32"], help="the float checkpoint's file name in each DIR")
     parser.add_argument("--output", type=Path, required=True)
     return parser.parse_args(argv)
@@ -63,8 +66,11 @@ def model_rows(name: str, folder: Path, sources: list[str], references: list[str
     if "fp32" not in files:
         raise SystemExit(f"{folder} has no {args.float_name}: the float model every row is compared with")
     translators = {variant: Translator.from_checkpoint(path, GenerationConfig(beam=args.beam), "cpu", plugins,
-                                                       max_sentences=args.batch) for variant, path in files.items()}
+                                                       max_sentences=args.batch, workers=args.workers)
+                   for variant, path in files.items()}
     totals = decode_alternately(translators, sources, args.rounds)
+    for translator in translators.values():
+        translator.close()
     fp32 = totals["fp32"]["sentences"] / totals["fp32"]["seconds"]
     rows = []
     for variant, path in files.items():
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.models:
         name, _, folder = item.partition("=")
         rows += model_rows(name, Path(folder), sources, references, args)
-    write_results(args.output, args, beam=args.beam, rounds=args.rounds, rows=rows)
+    write_results(args.output, args, beam=args.beam, rounds=args.rounds, workers=args.workers, rows=rows)
     print(markdown(rows))
     return 0
 

@@ -30,6 +30,12 @@ def test_results_rows_and_plot(trained_run, tmp_path, clean_config_store):
     assert rows["int8"]["file_ratio"] < 0.3 and 3.5 < rows["int8"]["layer_compression"] < 4.1  # int8 + scales
     assert rows["ipq4"]["layer_compression"] > rows["int8"]["layer_compression"]
     assert all(r["sentences_per_s"] > 0 and r["bleu"] > 0 for r in rows.values())
+    pooled = tmp_path / "pooled.json"  # each model in two decoding processes: the same translations
+    assert results_main([f"toy={model}", "--data", str(trained_run / "data-bin" / "toy-text"), "--source-lang", "src",
+                         "--target-lang", "tgt", "--beam", "2", "--batch", "32", "--rounds", "1", "--workers", "2",
+                         "--output", str(pooled)]) == 0
+    assert json.loads(pooled.read_text())["workers"] == 2
+    assert {r["variant"]: r["bleu"] for r in json.loads(pooled.read_text())["rows"]} == {v: r["bleu"] for v, r in rows.items()}
 
     pytest.importorskip("matplotlib")
     from quant_noise.plot import main as plot_main
