@@ -7,7 +7,8 @@ Settings are ``key=value``: ``teacher``, ``data`` (train/valid/test.{source,targ
 ``source_lang`` (de), ``target_lang`` (en), ``method`` (sequence | word | both | real:
 the baseline, no distillation), ``engine``
 (toolkit | ctranslate2: the teacher's decoder for the training set), ``beam`` (5), ``batch``
-(64), ``chunk_lines`` (2000), ``mix_original`` (false), ``interpolate`` (false: true writes,
+(64), ``chunk_lines`` (2000), ``workers`` (1: the teacher's decoding processes),
+``mix_original`` (false), ``interpolate`` (false: true writes,
 of the teacher's beam, the hypothesis of highest sentence BLEU against the original target,
 Kim and Rush's sequence-level interpolation), ``alpha`` (0.5) and ``temperature``
 (1.0) of word-level KD; every ``student.KEY=VALUE`` is a ``toolkit-train`` override of the

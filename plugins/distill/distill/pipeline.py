@@ -37,6 +37,7 @@ class DistillSettings:
     batch: int = 64  # the teacher's batches: at most this many sentences...
     max_tokens: int = 4096  # ...and this many source tokens (ctranslate2: tokens only)
     chunk_lines: int = 2000
+    workers: int = 1  # the teacher's decoding processes (CTranslate2: translators), sharing the threads
     mix_original: bool = False  # also keep the original targets in the student's corpus
     interpolate: bool = False  # sequence-level interpolation (Kim and Rush): of the teacher's beam, the
     # hypothesis of highest sentence BLEU against the original target (sequence, both)
@@ -52,6 +53,8 @@ def check(settings: DistillSettings) -> None:
     if settings.interpolate and settings.method not in ("sequence", "both"):
         raise ConfigError(f"interpolate=true chooses among the teacher's outputs: it needs method=sequence or both, "
                           f"not {settings.method}")
+    if settings.workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {settings.workers}")
     if settings.engine not in ("toolkit", "ctranslate2"):
         raise ConfigError(f"engine must be toolkit or ctranslate2, got {settings.engine!r}")
     try:  # missing, truncated or not a checkpoint: named before any cache is touched
@@ -85,7 +88,7 @@ def distill(settings: DistillSettings) -> dict:
         records["translate"] = run_stage(settings.out / "translate", "translate", key, lambda folder: timed(
             lambda: translate_corpus(read_lines(sources), folder, settings.teacher, settings.beam, settings.batch,
                                      settings.max_tokens, settings.chunk_lines, settings.engine, context=context,
-                                     references=references)),
+                                     references=references, workers=settings.workers)),
             context, everyone=True)
         corpus_key = fingerprint("corpus", key, settings.mix_original, *copied)
     else:

@@ -27,14 +27,16 @@ logger = logging.getLogger("toolkit-distill")
 
 def translate_corpus(sources: list[str], folder: Path, teacher_path: Path, beam: int, batch: int,
                      max_tokens: int, chunk_lines: int = 2000, engine: str = "toolkit", device: str = "auto",
-                     context: DistributedContext | None = None, references: list[str] | None = None) -> dict:
+                     context: DistributedContext | None = None, references: list[str] | None = None,
+                     workers: int = 1) -> dict:
     """Write ``folder/chunks/NNNNN.txt`` (one hypothesis per source line, empty for skipped
     ones) with ``NNNNN.skipped`` (how many sources of the chunk were too long for the teacher)
     and return counts and timing, summed over the ranks (seconds: the slowest rank's;
     ``skipped_too_long`` over every chunk, those of an earlier, interrupted run too). Batches
     hold at most ``batch`` sentences and ``max_tokens`` source tokens. Chunks already in
     ``folder`` are kept: ``run_stage`` empties it when the teacher or the settings change.
-    ``references`` (line-aligned with ``sources``): write the beam hypothesis closest to each."""
+    ``references`` (line-aligned with ``sources``): write the beam hypothesis closest to each.
+    ``workers``: decoding processes (CTranslate2: translators) sharing this process's threads."""
     if references is not None and len(references) != len(sources):
         raise DataError(f"{len(sources)} training sources but {len(references)} targets")
     context = context or DistributedContext()
@@ -51,7 +53,7 @@ def translate_corpus(sources: list[str], folder: Path, teacher_path: Path, beam:
     seconds, skipped, translated = 0.0, 0, 0
     if mine:
         decode = _decoder(teacher_path, beam, batch, max_tokens, engine, device, folder / "teacher.ct2",
-                          nbest=beam if references is not None else 1)
+                          nbest=beam if references is not None else 1, workers=workers)
         progress = tqdm(total=sum(len(sources[i * chunk_lines : (i + 1) * chunk_lines]) for i in mine),
                         unit="sent", desc=f"teacher (rank {context.rank})", disable=None)
         for index in mine:
@@ -88,13 +90,13 @@ def choose(hypotheses: list[str], reference: str | None) -> str:
 
 
 def _decoder(teacher_path: Path, beam: int, batch: int, max_tokens: int, engine: str, device: str, export: Path,
-             nbest: int = 1):
+             nbest: int = 1, workers: int = 1):
     """A function ``lines -> (each line's ``nbest`` hypotheses, best first; sources too long)``
     for the chosen engine."""
     if engine == "ctranslate2":
-        return _ctranslate2_decoder(teacher_path, beam, max_tokens, export, nbest)
+        return _ctranslate2_decoder(teacher_path, beam, max_tokens, export, nbest, workers)
     translator = Translator.from_checkpoint(teacher_path, GenerationConfig(beam=beam, nbest=nbest), device,
-                                            max_sentences=batch, max_tokens=max_tokens)
+                                            max_sentences=batch, max_tokens=max_tokens, workers=workers)
     detokenize = translator.task.tgt_tokenizer.decode
     max_source = translator.model.max_positions()[0] - 1
 
@@ -109,7 +111,7 @@ def _decoder(teacher_path: Path, beam: int, batch: int, max_tokens: int, engine:
     return decode
 
 
-def _ctranslate2_decoder(teacher_path: Path, beam: int, max_tokens: int, export: Path, nbest: int):
+def _ctranslate2_decoder(teacher_path: Path, beam: int, max_tokens: int, export: Path, nbest: int, workers: int):
     import ctranslate2
     import torch
 
@@ -117,8 +119,8 @@ def _ctranslate2_decoder(teacher_path: Path, beam: int, max_tokens: int, export:
     from toolkit.inference import load_for_inference
 
     _, task, model, _ = load_for_inference(teacher_path, device="cpu")
-    engine = ctranslate2.Translator(str(export), device="cpu", inter_threads=1,
-                                    intra_threads=torch.get_num_threads())
+    engine = ctranslate2.Translator(str(export), device="cpu", inter_threads=workers,
+                                    intra_threads=max(1, torch.get_num_threads() // workers))
     max_source = model.max_positions()[0] - 1
 
     def decode(lines: list[str]) -> tuple[list[list[str]], int]:

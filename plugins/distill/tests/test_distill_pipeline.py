@@ -192,6 +192,8 @@ def test_interpolation_writes_the_beam_hypothesis_closest_to_the_target(trained_
                 texts = [translator.task.tgt_tokenizer.decode(h.tokens.tolist()) for h in translation.hypotheses]
                 best = max(sentence_bleu(text, [targets[i]]).score for text in texts)
                 assert sentence_bleu(chosen[i], [targets[i]]).score == best and chosen[i] in texts
+    translate_corpus(sources, tmp_path / "pooled", teacher, references=targets, workers=2, **decode)
+    assert read_chunks(tmp_path / "pooled") == chosen  # two decoding processes: the same lines
     with pytest.raises(Exception, match="60 training sources but 59 targets"):
         translate_corpus(sources, tmp_path / "bad", teacher, references=targets[:59], **decode)
 
