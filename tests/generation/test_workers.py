@@ -11,6 +11,7 @@ from toolkit.data.preprocess import read_lines
 from toolkit.errors import ConfigError
 from toolkit.generation.generator import GenerationConfig
 from toolkit.generation.translator import Translator, load_for_inference
+from toolkit.generation.workers import check_workers
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,6 @@ def test_bad_worker_settings_are_named(loaded):
     task, model, _ = loaded
     with pytest.raises(ConfigError, match="workers must be >= 1, got 0"):
         Translator(task, model, GenerationConfig(), workers=0)
+    with pytest.raises(ConfigError, match="decoding workers run on the CPU; the model is on cuda"):
+        check_workers(2, "cuda")
+    check_workers(1, "cuda")  # one process: wherever the model is

@@ -22,6 +22,7 @@ from toolkit.data.preprocess import DataError, read_lines, undecodable_message
 from toolkit.files import atomic_write_text
 from toolkit.generation.report import SpeedMeter
 from toolkit.generation.translator import Translation, Translator, generation_config
+from toolkit.generation.workers import check_workers
 from toolkit.inference import load_for_inference
 from toolkit.plugins import get_plugins
 from toolkit.precision import dtype_of
@@ -84,8 +85,7 @@ def _check_settings(cfg) -> None:
     dtype_of(cfg.precision)  # an unknown name fails before the checkpoint is read
     if not Path(cfg.path).is_file():
         raise CheckpointError(f"checkpoint {cfg.path} does not exist")
-    if cfg.workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {cfg.workers}")
+    check_workers(cfg.workers)  # the device is checked once the model is on it
     bad = non_finite_values(cfg)
     if bad:
         raise ConfigError("; ".join(f"{key} must be a finite number, got {value}" for key, value in bad))

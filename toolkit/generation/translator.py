@@ -10,8 +10,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from toolkit.errors import ConfigError
 from toolkit.generation.generator import GenerationConfig, Hypothesis, SequenceGenerator
+from toolkit.generation.workers import WorkerPool, check_workers
 from toolkit.inference import load_for_inference
 from toolkit.plugins import PluginSession, get_plugins
 from toolkit.registry import to_dataclass
@@ -46,10 +46,7 @@ class Translator:
         policy = plugins.registries.exit_policy.build(gen_cfg.exit_policy, model) if gen_cfg.exit_policy else None
         self.generator = SequenceGenerator(model, task.tgt_dict, gen_cfg, search, policy)
         self.max_sentences, self.max_tokens = max_sentences, max_tokens
-        if workers < 1:
-            raise ConfigError(f"workers must be >= 1, got {workers}")
-        if workers > 1 and self.device.type != "cpu":
-            raise ConfigError(f"decoding workers run on the CPU; the model is on {self.device} (use workers=1)")
+        check_workers(workers, self.device)
         self.workers, self._pool = workers, None
 
     @classmethod
@@ -86,8 +83,6 @@ class Translator:
 
     def _worker_pool(self):
         if self._pool is None or self._pool.broken:
-            from toolkit.generation.workers import WorkerPool
-
             self._pool = WorkerPool(self.generator, self.workers, max(1, torch.get_num_threads() // self.workers))
         return self._pool
 

@@ -26,6 +26,16 @@ from toolkit.errors import ConfigError
 _GENERATOR = None  # the generator a worker decodes with (set in the worker: forked, not pickled)
 
 
+def check_workers(workers: int, device: torch.device | str = "cpu") -> None:
+    """A clear error unless ``workers`` decoding processes can run for a model on ``device``."""
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if workers > 1 and torch.device(device).type != "cpu":
+        raise ConfigError(f"decoding workers run on the CPU; the model is on {device} (use workers=1)")
+    if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        raise ConfigError("decoding workers need the fork start method, which this platform lacks (use workers=1)")
+
+
 def _start_worker(generator, threads: int) -> None:
     global _GENERATOR
     _GENERATOR = generator
@@ -50,11 +60,7 @@ class WorkerPool:
             raise ConfigError(f"a worker pool needs at least 2 workers, got {workers}")
         if threads < 1:
             raise ConfigError(f"each worker needs at least 1 thread, got {threads}")
-        device = next(generator.model.parameters()).device
-        if device.type != "cpu":
-            raise ConfigError(f"decoding workers run on the CPU; the model is on {device} (use workers=1)")
-        if "fork" not in multiprocessing.get_all_start_methods():
-            raise ConfigError("decoding workers need the fork start method, which this platform lacks (use workers=1)")
+        check_workers(workers, next(generator.model.parameters()).device)
         self._pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), _start_worker,
                                          (generator, threads))  # forked at the first batch: the model as it is then
         self.generator, self.workers, self.threads = generator, workers, threads

@@ -13,6 +13,7 @@ from toolkit.checkpoint import CheckpointError, load_checkpoint
 from toolkit.data.preprocess import DataError, read_lines
 from toolkit.errors import ConfigError
 from toolkit.files import atomic_write_text
+from toolkit.generation.workers import check_workers
 from toolkit.training.distributed import init_distributed, shutdown
 
 from distill.stages import fingerprint, run_stage
@@ -53,8 +54,7 @@ def check(settings: DistillSettings) -> None:
     if settings.interpolate and settings.method not in ("sequence", "both"):
         raise ConfigError(f"interpolate=true chooses among the teacher's outputs: it needs method=sequence or both, "
                           f"not {settings.method}")
-    if settings.workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {settings.workers}")
+    check_workers(settings.workers)
     if settings.engine not in ("toolkit", "ctranslate2"):
         raise ConfigError(f"engine must be toolkit or ctranslate2, got {settings.engine!r}")
     try:  # missing, truncated or not a checkpoint: named before any cache is touched
