@@ -2,8 +2,8 @@
 x ``intra_threads``).
 
 One decoding step is a few hundred small operations. With two threads each product splits in
-two, but the small ones do not halve (the int8 products of a ``transformer_small`` step gain
-10-20% from a second thread, float32's about 1.9x: ``python -m quant_noise.bench_kernels``), and
+two, but the small ones do not halve (an int8 product gains 4-20% from a second thread,
+float32's about 1.9x: ``docs/DESIGN.md``, "Two cores decode as two processes"), and
 Python's share of a step is not split at all. Python threads cannot decode batches side by side
 (the beam search holds the interpreter lock between operations), so ``WorkerPool`` forks
 processes: they share the loaded model's memory (copy on write), each decodes whole batches
