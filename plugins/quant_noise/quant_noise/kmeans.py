@@ -6,17 +6,22 @@ from __future__ import annotations
 import torch
 
 
-def kmeans(points: torch.Tensor, k: int, iterations: int = 20, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans(points: torch.Tensor, k: int, iterations: int = 20, seed: int = 0,
+           init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster (N, D) ``points`` into ``k`` centroids: ``(centroids (k, D), assignments (N,))``.
 
+    :param init: (k, D) starting centroids (a warm start from an earlier codebook of points
+        that moved a little); without it, k-means++ seeding.
     :raises ValueError: more centroids than points.
     """
     n = points.size(0)
     if k > n:
         raise ValueError(f"{k} centroids for {n} sub-vectors: use at most {n} centroids")
+    if init is not None and init.shape != (k, points.size(1)):
+        raise ValueError(f"k-means started from centroids of shape {tuple(init.shape)}, expected {(k, points.size(1))}")
     generator = torch.Generator().manual_seed(seed)
     points = points.float()
-    centroids = _seed(points, k, generator)
+    centroids = _seed(points, k, generator) if init is None else init.detach().float().clone()
     assignments = torch.zeros(n, dtype=torch.long)
     for _ in range(iterations):
         distances = torch.cdist(points, centroids)  # (N, k)

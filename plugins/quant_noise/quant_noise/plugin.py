@@ -38,7 +38,8 @@ def toolkit_modify_model(model, cfg) -> None:
         return
     rates = {nn.Linear: (options.linear_rate, options.linear_block_size),
              nn.Embedding: (options.embedding_rate, options.embedding_block_size)}
-    changed = attach_noise(model, rates, options.scheme, options.modules, options.straight_through)
+    changed = attach_noise(model, rates, options.scheme, options.modules, options.straight_through,
+                           options.centroids, options.codebook_interval)
     if changed:
         logger.info("quant_noise: %s noise on %d modules", options.scheme, len(changed))
 

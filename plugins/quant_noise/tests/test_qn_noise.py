@@ -10,7 +10,7 @@ from torch import nn
 from toolkit.errors import ConfigError
 
 from quant_noise.int8 import fake_int8
-from quant_noise.noise import attach_noise, block_mask, noised
+from quant_noise.noise import Codebook, attach_noise, block_draws, block_mask, noised
 from quant_noise.options import QuantNoiseOptions, check_noise
 
 
@@ -99,3 +99,61 @@ def test_a_checkpoint_written_before_an_option_existed_rebuilds_with_its_default
     _, model = rebuild_model(OmegaConf.create(state["cfg"]), state, get_plugins())
     noised_modules = [m for m in model.modules() if hasattr(m, "noise")]
     assert noised_modules and all(m.noise == (0.1, 8, "ipq", True) for m in noised_modules)
+
+
+def _clustered_weight(rows: int = 32, cols: int = 16, block: int = 4, clusters: int = 4) -> torch.Tensor:
+    """(rows, cols) whose blocks lie near ``clusters`` far-apart centres."""
+    generator = torch.Generator().manual_seed(3)
+    centres = torch.randn(clusters, block, generator=generator) * 10
+    picks = torch.randint(clusters, (rows * cols // block,), generator=generator)
+    return (centres[picks] + 0.01 * torch.randn(picks.numel(), block, generator=generator)).reshape(rows, cols)
+
+
+def test_centroid_noise_gives_chosen_blocks_their_nearest_centroid_straight_through():
+    weight = nn.Parameter(_clustered_weight())
+    stored = weight.detach().clone()
+    codebook = Codebook(centroids=4, block_size=4, interval=100)
+    out = noised(weight, 0.5, 4, "centroid", torch.Generator().manual_seed(1), codebook=codebook)
+    draws = block_draws(stored, 0.5, 4, torch.Generator().manual_seed(1))  # (32, 4)
+    blocks, got = stored.reshape(32, 4, 4), out.detach().reshape(32, 4, 4)
+    assert 0 < int(draws.sum()) < draws.numel()
+    torch.testing.assert_close(got[~draws], blocks[~draws])  # the others untouched
+    centroids = codebook.centroids
+    for block, value in zip(blocks[draws], got[draws]):
+        distances = (centroids - block).pow(2).sum(1)
+        torch.testing.assert_close(value, centroids[distances.argmin()])
+        assert (value - block).abs().max() < 0.1  # the clusters are found: a small error
+    upstream = torch.randn(32, 16)
+    (out * upstream).sum().backward()
+    torch.testing.assert_close(weight.grad, upstream)
+    assert torch.equal(weight.detach(), stored)
+
+
+def test_the_codebook_is_refreshed_every_interval_uses_and_follows_the_weight():
+    weight = _clustered_weight()
+    codebook = Codebook(centroids=4, block_size=4, interval=3)
+    for _ in range(7):
+        codebook.current(weight)
+    assert codebook.refreshes == 3  # uses 0, 3 and 6
+    before = codebook.centroids.clone()
+    moved = weight + 0.5
+    for _ in range(2):
+        assert torch.equal(codebook.current(moved), before)  # uses 7, 8: not due yet
+    codebook.current(moved)  # use 9: refreshed, warm-started from the old codebook
+    assert codebook.refreshes == 4
+    torch.testing.assert_close(codebook.centroids, before + 0.5, atol=0.02, rtol=0)  # same order: warm start
+
+
+def test_tied_weights_share_one_codebook_and_bad_codebooks_are_refused():
+    embedding = nn.Embedding(16, 8)
+    output = nn.Linear(8, 16, bias=False)
+    output.weight = embedding.weight
+    model = nn.ModuleDict({"embed": embedding, "out": output, "hidden": nn.Linear(8, 8)})
+    attach_noise(model, {nn.Linear: (0.2, 4), nn.Embedding: (0.2, 4)}, "centroid", centroids=4)
+    assert model["embed"].codebook is model["out"].codebook
+    assert model["hidden"].codebook is not model["out"].codebook
+    with pytest.raises(ConfigError, match="64 centroids for the 16 blocks of hidden"):
+        attach_noise(nn.ModuleDict({"hidden": nn.Linear(8, 8)}), {nn.Linear: (0.2, 4), nn.Embedding: (0, 8)},
+                     "centroid", centroids=64)
+    with pytest.raises(ConfigError, match="codebook_interval must be >= 1, got 0"):
+        check_noise(QuantNoiseOptions(scheme="centroid", codebook_interval=0))
