@@ -13,8 +13,8 @@
 #          noise-emb: Quant-Noise on those two modules only, from scratch for UPDATES updates;
 #          centroid-ft: the fine-tuning with the exact product-quantization noise (scheme
 #          centroid: a noised block takes its nearest of 256 centroids, k-means every 100 uses);
-#          default plain noise, in that order.
-# Environment: UPDATES (3000), FT_UPDATES (300), THREADS (2), RATE (0.1). Wall-clock goes to
+#          centroid: that noise from scratch for UPDATES updates; default plain noise, in that order.
+# Environment: UPDATES (3000), FT_UPDATES (300), FT_LR (1e-4), THREADS (2), RATE (0.1). Wall-clock goes to
 # RUNS/MODEL/seconds.
 set -euo pipefail
 DATA=${1:?data folder}
@@ -23,6 +23,7 @@ shift 2
 MODELS=${*:-plain noise}
 UPDATES=${UPDATES:-3000}
 FT_UPDATES=${FT_UPDATES:-300}
+FT_LR=${FT_LR:-1e-4}
 THREADS=${THREADS:-2}
 RATE=${RATE:-0.1}
 
@@ -32,7 +33,7 @@ CENTROID=(+plugins.options.quant_noise.scheme=centroid +plugins.options.quant_no
           +plugins.options.quant_noise.embedding_rate="$RATE")
 EMBEDDINGS_ONLY=("+plugins.options.quant_noise.modules='embed_tokens|output_projection'")
 FINETUNE=(checkpoint.finetune_from="$RUNS/plain/checkpoint_avg3.pt" lr_scheduler=fixed
-          lr_scheduler.warmup_updates=0 optim.lr=1e-4)
+          lr_scheduler.warmup_updates=0 optim.lr="$FT_LR")
 for name in $MODELS; do
     updates=$UPDATES
     case $name in
@@ -41,9 +42,10 @@ for name in $MODELS; do
         noise-ft) args=("${NOISE[@]}" "${FINETUNE[@]}"); updates=$FT_UPDATES ;;
         noise-emb) args=("${NOISE[@]}" "${EMBEDDINGS_ONLY[@]}") ;;
         noise-emb-ft) args=("${NOISE[@]}" "${EMBEDDINGS_ONLY[@]}" "${FINETUNE[@]}"); updates=$FT_UPDATES ;;
+        centroid) args=("${CENTROID[@]}") ;;
         centroid-ft) args=("${CENTROID[@]}" "${FINETUNE[@]}"); updates=$FT_UPDATES ;;
         plain-ft) args=("${FINETUNE[@]}"); updates=$FT_UPDATES ;;
-        *) echo "unknown model $name (plain, noise, noise-emb, noise-ft, noise-emb-ft, centroid-ft, plain-ft)" >&2; exit 2 ;;
+        *) echo "unknown model $name (plain, noise, noise-emb, noise-ft, noise-emb-ft, centroid, centroid-ft, plain-ft)" >&2; exit 2 ;;
     esac
     if [ -f "$RUNS/$name/seconds" ]; then echo "$RUNS/$name: done"; continue; fi
     start=$(date +%s)
