@@ -36,6 +36,17 @@ class Codebook:
         self.uses = 0
         self.refreshes = 0
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to noise exactly as an uninterrupted one."""
+        state = {"uses": self.uses, "refreshes": self.refreshes}
+        return state if self.centroids is None else {**state, "centroids": self.centroids.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        centroids = state.get("centroids")
+        if centroids is not None and centroids.shape != (self.size, self.block_size):
+            raise ValueError(f"a saved codebook of shape {tuple(centroids.shape)}, expected {(self.size, self.block_size)}")
+        self.uses, self.refreshes, self.centroids = int(state["uses"]), int(state["refreshes"]), centroids
+
     def current(self, weight: torch.Tensor) -> torch.Tensor:
         """(K, b) the codebook for this use of ``weight`` (rows, cols), refreshed when due."""
         if self.uses % self.interval == 0:
@@ -136,6 +147,30 @@ def attach_noise(model: nn.Module, rates: dict[type, tuple[float, int]], scheme:
         raise ConfigError(f"plugins.options.quant_noise.modules={modules!r} matches no Linear or Embedding "
                           f"with a noise rate")
     return changed
+
+
+def codebook_state(model: nn.Module) -> dict[str, dict]:
+    """Scheme ``centroid``: {module name: its ``Codebook.state_dict()``} for every codebook of
+    the model (a codebook shared by tied modules under the first name)."""
+    state: dict[str, dict] = {}
+    seen: set[int] = set()
+    for name, module in model.named_modules():
+        codebook = getattr(module, "codebook", None)
+        if codebook is not None and id(codebook) not in seen:
+            seen.add(id(codebook))
+            state[name] = codebook.state_dict()
+    return state
+
+
+def load_codebook_state(model: nn.Module, state: dict[str, dict]) -> None:
+    """Restore what ``codebook_state`` saved into the codebooks of ``model``'s modules."""
+    codebooks = {name: module.codebook for name, module in model.named_modules() if hasattr(module, "codebook")}
+    unknown = sorted(set(state) - set(codebooks))
+    if unknown:
+        raise ConfigError(f"quant_noise: the checkpoint has codebooks for {unknown}, which this run does not noise "
+                          f"with scheme centroid")
+    for name, saved in state.items():
+        codebooks[name].load_state_dict(saved)
 
 
 def _weight(module: nn.Module) -> torch.Tensor:

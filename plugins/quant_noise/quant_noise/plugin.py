@@ -10,7 +10,7 @@ from toolkit import hookimpl
 
 from quant_noise.ipq import PQWeight
 from quant_noise.layout import apply_layout, check_layout
-from quant_noise.noise import attach_noise
+from quant_noise.noise import attach_noise, codebook_state, load_codebook_state
 from quant_noise.options import QuantNoiseOptions, check_noise
 
 NAME = "quant_noise"
@@ -42,6 +42,20 @@ def toolkit_modify_model(model, cfg) -> None:
                            options.centroids, options.codebook_interval)
     if changed:
         logger.info("quant_noise: %s noise on %d modules", options.scheme, len(changed))
+
+
+@hookimpl
+def toolkit_checkpoint_state(trainer):
+    """Scheme centroid: every codebook and its use count, so a resumed run draws the same noise."""
+    codebooks = codebook_state(trainer.module)
+    return {NAME: {"codebooks": codebooks}} if codebooks else None
+
+
+@hookimpl
+def toolkit_load_checkpoint_state(state, trainer) -> None:
+    saved = (state.get(NAME) or {}).get("codebooks")
+    if trainer is not None and saved:
+        load_codebook_state(trainer.module, saved)
 
 
 @hookimpl

@@ -10,7 +10,7 @@ from torch import nn
 from toolkit.errors import ConfigError
 
 from quant_noise.int8 import fake_int8
-from quant_noise.noise import Codebook, attach_noise, block_draws, block_mask, noised
+from quant_noise.noise import Codebook, attach_noise, block_draws, block_mask, codebook_state, load_codebook_state, noised
 from quant_noise.options import QuantNoiseOptions, check_noise
 
 
@@ -157,3 +157,51 @@ def test_tied_weights_share_one_codebook_and_bad_codebooks_are_refused():
                      "centroid", centroids=64)
     with pytest.raises(ConfigError, match="codebook_interval must be >= 1, got 0"):
         check_noise(QuantNoiseOptions(scheme="centroid", codebook_interval=0))
+
+
+def test_codebook_state_round_trips_and_a_foreign_one_is_refused():
+    model = nn.ModuleDict({"embed": nn.Embedding(16, 8), "hidden": nn.Linear(8, 8)})
+    attach_noise(model, {nn.Linear: (0.2, 4), nn.Embedding: (0.2, 4)}, "centroid", centroids=4)
+    model["hidden"].codebook.current(model["hidden"].weight)
+    state = codebook_state(model)
+    assert set(state) == {"embed", "hidden"} and "centroids" not in state["embed"] and state["hidden"]["uses"] == 1
+    fresh = nn.ModuleDict({"embed": nn.Embedding(16, 8), "hidden": nn.Linear(8, 8)})
+    attach_noise(fresh, {nn.Linear: (0.2, 4), nn.Embedding: (0.2, 4)}, "centroid", centroids=4)
+    load_codebook_state(fresh, state)
+    assert torch.equal(fresh["hidden"].codebook.centroids, state["hidden"]["centroids"])
+    with pytest.raises(ConfigError, match=r"codebooks for \['other'\], which this run does not noise"):
+        load_codebook_state(fresh, {"other": state["hidden"]})
+    with pytest.raises(ValueError, match=r"saved codebook of shape \(4, 8\), expected \(4, 4\)"):
+        fresh["hidden"].codebook.load_state_dict({**state["hidden"], "centroids": torch.zeros(4, 8)})
+
+
+CENTROID_RUN = ["task.toy_pairs=300", "task.vocab_size=120", "task.splits=[train,valid]", "model.encoder_layers=1",
+                "model.decoder_layers=1", "model.encoder_embed_dim=32", "model.decoder_embed_dim=32",
+                "model.encoder_ffn_dim=64", "model.decoder_ffn_dim=64", "dataset.max_tokens=512",
+                "dataset.max_positions=64", "common.threads=1", "common.log_format=none", "common.tensorboard_dir=null",
+                "+plugins.options.quant_noise.scheme=centroid", "+plugins.options.quant_noise.linear_rate=0.5",
+                "+plugins.options.quant_noise.embedding_rate=0.5", "+plugins.options.quant_noise.centroids=16",
+                "+plugins.options.quant_noise.codebook_interval=7"]
+
+
+def test_a_resumed_centroid_noise_run_continues_the_same_curve_bitwise(tmp_path):
+    """The codebooks travel in the checkpoint: a run stopped after one epoch and resumed noises
+    with the codebooks it had (not a fresh k-means), so it ends on the same weights."""
+    from toolkit.checkpoint import load_checkpoint
+    from toolkit.config import compose_train_config
+    from toolkit.training.train import train
+
+    def run(save_dir, epochs):
+        return train(compose_train_config([*CENTROID_RUN, f"checkpoint.save_dir={save_dir}",
+                                           f"optimization.max_epoch={epochs}"]))
+
+    straight = run(tmp_path / "straight", 2)
+    first = run(tmp_path / "resumed", 1)
+    saved = load_checkpoint(tmp_path / "resumed" / "checkpoint_last.pt")["plugin_state"]["quant_noise"]["codebooks"]
+    assert saved and all(entry["centroids"].shape[0] == 16 for entry in saved.values())
+    assert all(entry["uses"] % 7 for entry in saved.values())  # stopped mid-interval: a fresh k-means would differ
+    second = run(tmp_path / "resumed", 2)
+    assert first["train_losses"] + second["train_losses"] == straight["train_losses"]
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint_last.pt")["model"]
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint_last.pt")["model"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
