@@ -53,6 +53,7 @@ def toolkit_checkpoint_state(trainer):
 
 @hookimpl
 def toolkit_load_checkpoint_state(state, trainer) -> None:
+    """On resume, the codebooks the run had (inference needs none: noise is off in eval mode)."""
     saved = (state.get(NAME) or {}).get("codebooks")
     if trainer is not None and saved:
         load_codebook_state(trainer.module, saved)
