@@ -34,18 +34,22 @@ class Codebook:
         self.iterations, self.seed = iterations, seed
         self.centroids: torch.Tensor | None = None  # (K, b)
         self.uses = 0
-        self.refreshes = 0
+
+    @property
+    def refreshes(self) -> int:
+        """How many times k-means has run: at use 0, interval, 2 * interval, ..."""
+        return -(-self.uses // self.interval)
 
     def state_dict(self) -> dict:
         """What a resumed run needs to noise exactly as an uninterrupted one."""
-        state = {"uses": self.uses, "refreshes": self.refreshes}
+        state = {"uses": self.uses}
         return state if self.centroids is None else {**state, "centroids": self.centroids.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         centroids = state.get("centroids")
         if centroids is not None and centroids.shape != (self.size, self.block_size):
             raise ValueError(f"a saved codebook of shape {tuple(centroids.shape)}, expected {(self.size, self.block_size)}")
-        self.uses, self.refreshes, self.centroids = int(state["uses"]), int(state["refreshes"]), centroids
+        self.uses, self.centroids = int(state["uses"]), centroids
 
     def current(self, weight: torch.Tensor) -> torch.Tensor:
         """(K, b) the codebook for this use of ``weight`` (rows, cols), refreshed when due."""
@@ -55,7 +59,6 @@ class Codebook:
             self.centroids, _ = kmeans(points, self.size, 20 if first else self.iterations, self.seed,
                                        init=self.centroids)
             self.centroids = self.centroids.to(weight.dtype)
-            self.refreshes += 1
         self.uses += 1
         return self.centroids
 
