@@ -11,7 +11,8 @@ It times, alternating over ``--rounds`` rounds in one process:
 - a full-depth step (``decoder(..., state=)``) and steps in which every row exits after block
   k (``decode_step_with_exits`` with ``fixed_depth``), for every k: the speed-up an exit
   policy with average exit k could reach at best; and steps in which each row exits after a
-  block drawn at random (blocks then run part of the rows, as under a real policy);
+  block drawn at random, uniformly or with the odds ``--exit-weights`` (a trained policy's
+  exit histogram: blocks then run part of the rows, as under a real policy);
 - the parts of the full-depth step, timed inside the same loop: the decoder blocks (their cache
   writes and beam reorders included), the output projection, the search's log-softmax + top-k.
 
@@ -48,9 +49,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--exit-weights", type=lambda text: [float(w) for w in text.split(",")],
+                        help="the random exits' odds of each block, e.g. 49,41,9,1,0,0 (default: equal)")
     parser.add_argument("--search", choices=("chunks", "topk"), default="chunks",
                         help="the candidates: best_continuations (the generator's) or a full top-k")
     args = parser.parse_args()
+    if args.exit_weights is not None and (len(args.exit_weights) != args.decoder_layers or sum(args.exit_weights) <= 0):
+        parser.error(f"--exit-weights needs {args.decoder_layers} non-negative odds, not all zero")
     if args.rows % args.beam:
         parser.error(f"--rows {args.rows} is not a whole number of beams of {args.beam}")
     return args
@@ -63,14 +68,19 @@ def build(args: argparse.Namespace) -> TransformerModel:
 
 
 class RandomExits(ExitPolicy):
-    """Each row exits after a block drawn uniformly from 1..blocks at every step (average exit
-    (blocks + 1) / 2): the mixed batches of a real policy, where blocks run part of the rows."""
+    """Each row exits after a block drawn from 1..blocks at every step, with the odds
+    ``weights`` (blocks,): the mixed batches of a real policy, where blocks run part of the rows."""
 
-    def __init__(self, blocks: int, seed: int = 0):
-        self.blocks, self.generator, self.exit_at = blocks, torch.Generator().manual_seed(seed), None
+    def __init__(self, weights: torch.Tensor, seed: int = 0):
+        self.weights, self.generator, self.exit_at = weights, torch.Generator().manual_seed(seed), None
+
+    @property
+    def average(self) -> float:
+        return float((self.weights * torch.arange(1, len(self.weights) + 1)).sum() / self.weights.sum())
 
     def begin_step(self, step) -> None:
-        self.exit_at = torch.randint(1, self.blocks + 1, (step.tokens.size(0),), generator=self.generator)
+        rows = step.tokens.size(0)
+        self.exit_at = 1 + torch.multinomial(self.weights, rows, replacement=True, generator=self.generator)
 
     def should_exit(self, block: int, hidden: torch.Tensor, decoder) -> torch.Tensor:
         exits = self.exit_at == block + 1  # rows arrive in order, those that left removed
@@ -137,7 +147,8 @@ def main() -> None:
     for k in range(1, blocks + 1):
         policy = FixedDepth(FixedDepthConfig(block=k), model)
         steps[f"exit after {k}"] = lambda t, e, s, p=policy: decode_step_with_exits(decoder, t, e, s, p)[0]
-    steps["random exits"] = lambda t, e, s, p=RandomExits(blocks): decode_step_with_exits(decoder, t, e, s, p)[0]
+    random_exits = RandomExits(torch.tensor(args.exit_weights or [1.0] * blocks))
+    steps["random exits"] = lambda t, e, s, p=random_exits: decode_step_with_exits(decoder, t, e, s, p)[0]
     seconds = dict.fromkeys(steps, 0.0)
     with torch.inference_mode():
         for _ in range(args.rounds):
@@ -146,10 +157,12 @@ def main() -> None:
                 seconds[name] += time_decoding(model, args, step, parts) / args.rounds
                 if name != "full depth":  # the search is timed on full-depth steps only
                     parts["search (log-softmax, top-k)"] = search_before
-    report(seconds, {name: value / (args.rounds * args.steps) for name, value in parts.items()}, blocks, args)
+    report(seconds, {name: value / (args.rounds * args.steps) for name, value in parts.items()}, blocks,
+           random_exits.average, args)
 
 
-def report(seconds: dict[str, float], parts: dict[str, float], blocks: int, args: argparse.Namespace) -> None:
+def report(seconds: dict[str, float], parts: dict[str, float], blocks: int, average: float,
+           args: argparse.Namespace) -> None:
     full = seconds["full depth"]
     block, fixed = parts["decoder blocks"] / blocks, parts["output projection"] + parts["search (log-softmax, top-k)"]
     print(f"{args.arch}, {blocks} decoder blocks, vocabulary {args.vocab}, {args.rows} rows, source length "
@@ -165,9 +178,8 @@ def report(seconds: dict[str, float], parts: dict[str, float], blocks: int, args
         step = seconds[f"exit after {k}"]
         bound = (blocks * block + fixed) / (k * block + fixed)
         print(f"| every row exits after block {k} | {step * 1e3:.2f} | {full / step:.2f}x | {bound:.2f}x |")
-    average = (blocks + 1) / 2
     bound = (blocks * block + fixed) / (average * block + fixed)
-    print(f"| each row exits after a random block (average {average}) | {seconds['random exits'] * 1e3:.2f} | "
+    print(f"| each row exits after a random block (average {average:.2f}) | {seconds['random exits'] * 1e3:.2f} | "
           f"{full / seconds['random exits']:.2f}x | {bound:.2f}x |")
 
 

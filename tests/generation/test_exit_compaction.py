@@ -150,3 +150,25 @@ def test_exiting_every_row_at_block_two_equals_the_two_block_model():
     expected = two_blocks(src, None, targets).logits  # (N, STEPS, V), the whole prefix at once
     early = decode(model, src, targets, torch.full((STEPS, ROWS), 2), compacted)
     torch.testing.assert_close(early, expected, atol=1e-5, rtol=1e-5)
+
+
+@torch.inference_mode()
+def test_keys_of_exited_positions_are_computed_once_and_only_where_a_later_position_needs_them():
+    """Block b computes the keys/values of a hypothesis's position p once, and only if p itself
+    ran block b or a later position of the hypothesis did (it attends to p's copied state
+    there). Counted in the rows through each block's fused QKV projection."""
+    model = build(pre_norm=True)
+    src, targets, tables = inputs()
+    tables[3:] = 1  # after step 2 every row leaves after block 1: nobody needs upper keys of 2..
+    rows_seen = {i: 0 for i in range(BLOCKS)}
+    for i, layer in enumerate(model.decoder.layers):
+        layer.self_attn.qkv_proj.register_forward_hook(
+            lambda module, args, out, i=i: rows_seen.__setitem__(i, rows_seen[i] + args[0].size(0)))
+    expected_logits = decode(model, src, targets, tables, masked_step)
+    rows_seen = {i: 0 for i in range(BLOCKS)}
+    logits = decode(model, src, targets, tables, compacted)
+    torch.testing.assert_close(logits, expected_logits, atol=1e-5, rtol=1e-5)
+    deepest_from_here = tables.flip(0).cummax(0).values.flip(0)  # (STEPS, ROWS): max exit at p.. end
+    for i in range(BLOCKS):
+        assert rows_seen[i] == int((deepest_from_here > i).sum()), i
+    assert rows_seen[BLOCKS - 1] < ROWS * 3 < ROWS * STEPS  # the eager copy computed ROWS * STEPS

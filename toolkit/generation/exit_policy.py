@@ -6,7 +6,7 @@ generation/exit_policy=NAME`` selects it. With a policy, the generator decodes e
 block by block and asks the policy, after every block but the last, which hypotheses stop
 there. A stopped hypothesis keeps its state: it is copied to the blocks
 above, which compute only their keys and values from it (so later positions can attend to
-it) and run nothing else for it; its next-token distribution is the output layer applied to
+it; computed when a later position first needs them) and run nothing else for it; its next-token distribution is the output layer applied to
 that state.
 
 A policy sees each step through an ``ExitStep``: the position, each row's newest token, the
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from toolkit.models.base import EncoderOutput
-from toolkit.models.incremental_state import IncrementalState
+from toolkit.models.incremental_state import BlockRows, IncrementalState
 
 
 @dataclass
@@ -115,8 +115,10 @@ def decode_step_with_exits(decoder, tokens: torch.Tensor, encoder_out: EncoderOu
         that early exits add, next to the blocks they save.
 
     Once a row exits, the blocks above do not run it: each runs the rows still running
-    (``DecoderLayer.forward(..., rows=)``) and, for the exited ones, only adds to its cache the
-    keys and values of their copied state. So decoding costs what the exits save. A row's
+    (``DecoderLayer.forward(..., rows=)``). An exited row's keys and values at the blocks above
+    (of its state, copied upward) are computed only once a later position of the same
+    hypothesis runs that block, batched with that position's (``CopiedStates``), and never for
+    blocks no later position reaches. So decoding costs what the exits save. A row's
     logits are those the policy computed to decide, else its exit block's own classifier's
     (``decoder.exit_heads``); without either, every row's state (its exit block's, copied
     upward) goes through the shared output projection in one product at the end of the step.
@@ -130,11 +132,14 @@ def decode_step_with_exits(decoder, tokens: torch.Tensor, encoder_out: EncoderOu
     policy.begin_step(step)
     projected = 0
     for i, layer in enumerate(decoder.layers):
+        if not rows.numel():
+            break  # no row runs the blocks above: they owe this position its keys/values
+        block_rows = BlockRows(rows, batch, state.length, state.copied.owed(i, rows))
         x = layer(x, encoder_out.states, encoder_out.padding_mask, state.self_attn[i], state.cross_attn[i],
-                  rows=rows if rows.numel() < batch else None)  # exited rows keep their state: copied upward
-        if i < num_blocks - 1 and rows.numel():
+                  rows=block_rows)  # exited rows keep their state: copied upward
+        if i < num_blocks - 1:
             step.rows = rows
-            decision = policy.decide(i, x[rows, 0], decoder, step)
+            decision = policy.decide(i, x.index_select(0, rows)[:, 0], decoder, step)
             exits, logits = decision if isinstance(decision, tuple) else (decision, None)
             projected += logits.size(0) if logits is not None else 0
             if exits.any():
@@ -147,6 +152,7 @@ def decode_step_with_exits(decoder, tokens: torch.Tensor, encoder_out: EncoderOu
                     projected += leaving.numel()
                 exit_block.index_fill_(0, leaving, i + 1)
                 rows = rows[~exits]
+    state.copied.record(x[:, 0], exit_block)
     state.length += 1
     logits, shared = _step_logits(decoder, x[:, 0], decided)
     return logits, exit_block, projected + shared

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.models.incremental_state import KVCache
+from toolkit.models.incremental_state import BlockRows, KVCache
 
 
 class MultiheadAttention(nn.Module):
@@ -70,19 +70,32 @@ class MultiheadAttention(nn.Module):
             group = cache.group if cache is not None else 1  # a beam may share its sentence's row
         return self._attend(q, k, v, key_padding_mask, causal, group)
 
-    def self_attend_rows(self, query: torch.Tensor, rows: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Incremental self-attention in which only ``rows`` continue (the others exited).
+    def self_attend_rows(self, query: torch.Tensor, step: BlockRows, cache: KVCache,
+                         owed: torch.Tensor | None = None) -> torch.Tensor:
+        """Incremental self-attention in which only ``step.rows`` run (the others exited).
 
-        :param query: (N, 1, C) every row's input at the new position; all N rows' keys and
-            values go into ``cache``.
-        :param rows: (R,) the rows that attend.
+        :param query: (R, 1, C) the running rows' inputs at the new position; their keys and
+            values go into ``cache`` (the exited rows' entries stay owed, see ``CopiedStates``).
+        :param owed: (M, C) the inputs of the earlier positions ``step.deferred`` names, whose
+            keys/values are computed here, in the same product as the new position's.
         :return: (R, 1, C)
         """
-        q, k, v = self._split_heads(self.qkv_proj(query), 3)  # the module itself: plugins may replace it
-        k, v = cache.append(k, v)
-        if _gather_first(rows, query.size(0)):
-            return self.out_proj(self._attention(q[rows], k[rows], v[rows], None, causal=False))
-        return self.out_proj(self._attention(q, k, v, None, causal=False)[rows])
+        rows, batch = step.rows, step.batch
+        inputs = query if owed is None else torch.cat([query, owed[:, None]], dim=0)  # (R + M, 1, C)
+        q, k, v = self._split_heads(self.qkv_proj(inputs), 3)  # the module itself: plugins may replace it
+        running = rows.numel()
+        if owed is not None:  # the cache grows first: an owed position may be one it lacked
+            cache.append_rows(k[:running], v[:running], step)
+            cache.write(step.deferred.rows, step.deferred.positions, k[running:, :, 0], v[running:, :, 0])
+            q, k, v = q[:running], cache.key, cache.value  # (R, H, 1, hd); (N, H, L, hd) each
+        else:
+            k, v = cache.append_rows(k, v, step)
+        if step.every_row:
+            return self.out_proj(self._attention(q, k, v, None, causal=False))
+        if _gather_first(rows, batch):
+            return self.out_proj(self._attention(q, k[rows], v[rows], None, causal=False))
+        every_row = q.new_zeros(batch, *q.shape[1:]).index_copy_(0, rows, q)  # (N, H, 1, hd)
+        return self.out_proj(self._attention(every_row, k, v, None, causal=False)[rows])
 
     def cross_attend_rows(self, query: torch.Tensor, rows: torch.Tensor, key_value: torch.Tensor,
                           key_padding_mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -97,6 +110,8 @@ class MultiheadAttention(nn.Module):
             cache.key, cache.value = self._split_heads(self.kv_proj(key_value), 2)
         (q,) = self._split_heads(self.q_proj(query), 1)  # (R, H, 1, hd)
         group, sources = cache.group, key_value.size(0)
+        if rows.numel() == sources * group:  # every row runs
+            return self._attend(q, cache.key, cache.value, key_padding_mask, False, group)
         if _gather_first(rows, sources * group):
             of_rows = rows // group  # (R,) each row's source
             return self._attend(q, cache.key[of_rows], cache.value[of_rows], key_padding_mask[of_rows], False)

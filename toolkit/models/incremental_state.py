@@ -43,6 +43,97 @@ class KVCache:
         if self.key is not None:
             self.pending_rows = rows if self.pending_rows is None else self.pending_rows.index_select(0, rows)
 
+    def append_rows(self, key: torch.Tensor, value: torch.Tensor, step: "BlockRows") -> tuple[torch.Tensor, torch.Tensor]:
+        """Early-exit decoding: grow every row's cache to ``step.position + 1`` positions with
+        the keys/values (R, H, 1, hd) of ``step.rows`` at the newest position; every other new
+        entry (the exited rows', and positions of steps no row ran this block) is zero until
+        ``write`` fills it. Returns everything cached so far, (N, H, L, hd)."""
+        length = 0 if self.key is None else self.key.size(2)
+        if step.every_row and length == step.position:
+            return self.append(key, value)
+        new = step.position + 1 - length
+        grown_key = key.new_zeros(step.batch, key.size(1), new, key.size(3))  # (N, H, new, hd)
+        grown_value = torch.zeros_like(grown_key)
+        grown_key[step.rows, :, new - 1] = key[:, :, 0]
+        grown_value[step.rows, :, new - 1] = value[:, :, 0]
+        return self.append(grown_key, grown_value)
+
+    def write(self, rows: torch.Tensor, positions: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Set the keys/values (M, H, hd) of (row, position) pairs ``rows`` (M,), ``positions`` (M,)."""
+        self.key[rows, :, positions] = key
+        self.value[rows, :, positions] = value
+
+
+@dataclass
+class DeferredKeys:
+    """Positions of the running rows whose keys/values a block still owes: their hypothesis had
+    exited below this block there, and a later position now runs it."""
+
+    rows: torch.Tensor  # (M,) batch rows
+    positions: torch.Tensor  # (M,) their earlier positions
+    states: torch.Tensor  # (M, C) the states those positions exited with (copied upward)
+
+
+@dataclass
+class BlockRows:
+    """Which rows run one decoder block in an early-exit decoding step, and what it owes them."""
+
+    rows: torch.Tensor  # (R,) the rows still running, in the order their outputs come back
+    batch: int  # N, every row of the step
+    position: int  # the step's 0-based target position
+    deferred: DeferredKeys | None = None
+
+    @property
+    def every_row(self) -> bool:
+        return self.rows.numel() == self.batch
+
+
+class CopiedStates:
+    """Early-exit decoding: what each decoded position left the decoder with, and how many
+    blocks' self-attention caches hold its keys/values.
+
+    A hypothesis that exits after block e is copied to the blocks above, which must attend to
+    it at later positions. Their keys/values of it are computed only when a later position of
+    the same hypothesis runs that block (``BlockRows.deferred``, one product for all owed
+    positions), and never for a block that no later position reaches. Since a position that runs
+    block b has run every block below it in the same step, the blocks holding a position are
+    always a prefix: ``depth`` counts them.
+    """
+
+    def __init__(self):
+        self.states: torch.Tensor | None = None  # (N0, T, C) stored rows; ``rows`` maps onto them
+        self.rows: torch.Tensor | None = None  # (N,) row i is stored row rows[i]; None: the same
+        self.depth: torch.Tensor | None = None  # (N, T) uint8 blocks cached per position
+
+    def owed(self, block: int, rows: torch.Tensor) -> DeferredKeys | None:
+        """The positions of ``rows`` (R,) whose keys/values ``block`` (0-based) has not computed;
+        they count as computed from now on."""
+        if self.depth is None or block == 0:
+            return None
+        where = (self.depth.index_select(0, rows) == block).nonzero()  # (M, 2): index into rows, position
+        if where.numel() == 0:
+            return None
+        owed_rows, positions = rows.index_select(0, where[:, 0]), where[:, 1]
+        self.depth[owed_rows, positions] = block + 1
+        stored = owed_rows if self.rows is None else self.rows.index_select(0, owed_rows)
+        return DeferredKeys(owed_rows, positions, self.states[stored, positions])
+
+    def record(self, states: torch.Tensor, exit_block: torch.Tensor) -> None:
+        """Add the step's position: each row's state (N, C) and its exit block (N,), 1-based."""
+        depth = exit_block.to(torch.uint8)[:, None]  # (N, 1)
+        if self.depth is None:
+            self.states, self.depth = states[:, None], depth
+        else:
+            self.states = _extend(self.states[:, None], self.rows, states[:, None, None])[:, 0]
+            self.depth = torch.cat([self.depth, depth], dim=1)
+        self.rows = None
+
+    def reorder(self, new_order: torch.Tensor) -> None:
+        """Row i becomes old row ``new_order[i]`` (the states are gathered by the next ``record``)."""
+        if self.depth is not None:
+            self.depth = self.depth.index_select(0, new_order)
+            self.rows = new_order if self.rows is None else self.rows.index_select(0, new_order)
+
 
 def _extend(cached: torch.Tensor, rows: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
     """``cat([cached[rows], new], dim=2)`` with one copy of ``cached``: (B, H, L, hd) -> (B', H, L+t, hd)."""
@@ -81,6 +172,7 @@ class IncrementalState:
         self.self_attn = [KVCache() for _ in range(num_layers)]
         self.cross_attn = [KVCache(group=rows_per_source) for _ in range(num_layers)]
         self.length = 0  # target positions decoded so far
+        self.copied = CopiedStates()  # early exits: exited positions' states, keys/values owed
         self.hypotheses: dict[str, torch.Tensor] = {}  # name -> (N, ...), follows reorder
 
     def reorder(self, new_order: torch.Tensor) -> None:
@@ -93,6 +185,7 @@ class IncrementalState:
         """
         for cache in self.self_attn:
             cache.defer_select(new_order)  # gathered by the next step's append
+        self.copied.reorder(new_order)
         for name, rows in self.hypotheses.items():
             self.hypotheses[name] = rows.index_select(0, new_order)
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from toolkit.models.attention import MultiheadAttention
 from toolkit.models.dropout import Dropout
-from toolkit.models.incremental_state import KVCache
+from toolkit.models.incremental_state import BlockRows, KVCache
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
@@ -78,16 +78,16 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, encoder_states: torch.Tensor, encoder_padding_mask: torch.Tensor,
                 self_cache: KVCache | None = None, cross_cache: KVCache | None = None,
-                rows: torch.Tensor | None = None) -> torch.Tensor:
+                rows: BlockRows | None = None) -> torch.Tensor:
         """x: (B, T, C); encoder_states: (B, S, C_enc); encoder_padding_mask: (B, S).
 
         Target padding sits right of every real token, so the causal mask alone keeps real
         positions from seeing it. With caches, ``x`` holds only the newest position(s).
 
-        :param rows: (R,) incremental decoding with early exits: only these rows run the block.
-            Every row still adds this position's self-attention keys/values (an exited row's
-            from its copied state, so later positions attend to it); the other rows of ``x``
-            come back unchanged.
+        :param rows: incremental decoding with early exits: only ``rows.rows`` run the block;
+            the other rows of ``x`` come back unchanged and add nothing to its cache now. The
+            keys/values the block owes to earlier positions of the running rows, which exited
+            below it (``rows.deferred``), are computed from their copied states first.
         """
         if rows is not None:
             return self._forward_rows(x, rows, encoder_states, encoder_padding_mask, self_cache, cross_cache)
@@ -96,16 +96,19 @@ class DecoderLayer(nn.Module):
             h, encoder_states, key_padding_mask=encoder_padding_mask, cache=cross_cache))
         return self.ffn_block(x, self.ffn)
 
-    def _forward_rows(self, x: torch.Tensor, rows: torch.Tensor, encoder_states: torch.Tensor,
+    def _forward_rows(self, x: torch.Tensor, step: BlockRows, encoder_states: torch.Tensor,
                       encoder_padding_mask: torch.Tensor, self_cache: KVCache, cross_cache: KVCache) -> torch.Tensor:
-        """x: (N, 1, C) -> (N, 1, C), the block applied to ``rows`` (R,) only."""
-        attended = self.self_attn.self_attend_rows(self.self_attn_block.sublayer_input(x), rows, self_cache)
-        if rows.numel() == 0:
-            return x
-        y = self.self_attn_block.add(x[rows], attended)  # (R, 1, C)
+        """x: (N, 1, C) -> (N, 1, C), the block applied to ``step.rows`` (R,) only."""
+        y = x if step.every_row else x.index_select(0, step.rows)  # (R, 1, C)
+        owed = None
+        if step.deferred is not None:
+            owed = self.self_attn_block.sublayer_input(step.deferred.states)  # (M, C)
+        attended = self.self_attn.self_attend_rows(self.self_attn_block.sublayer_input(y), step, self_cache, owed)
+        y = self.self_attn_block.add(y, attended)  # (R, 1, C)
         y = self.cross_attn_block(y, lambda h: self.cross_attn.cross_attend_rows(
-            h, rows, encoder_states, encoder_padding_mask, cross_cache))
-        return x.index_copy(0, rows, self.ffn_block(y, self.ffn))
+            h, step.rows, encoder_states, encoder_padding_mask, cross_cache))
+        y = self.ffn_block(y, self.ffn)
+        return y if step.every_row else x.index_copy(0, step.rows, y)
 
 
 class SinusoidalPositions(nn.Module):
