@@ -4,10 +4,10 @@ Exit policies are a registry kind, like search strategies: a plugin registers on
 config (``registries.exit_policy.add(name, cls, cfg)``), and ``toolkit-generate
 generation/exit_policy=NAME`` selects it. With a policy, the generator decodes each step
 block by block and asks the policy, after every block but the last, which hypotheses stop
-there. A stopped hypothesis keeps its state: it is copied to the blocks
-above, which compute only their keys and values from it (so later positions can attend to
-it; computed when a later position first needs them) and run nothing else for it; its next-token distribution is the output layer applied to
-that state.
+there. A stopped hypothesis keeps its state: it is copied to the blocks above, which compute
+only their keys and values from it (so later positions can attend to it; computed when a later
+position first needs them) and run nothing else for it; its next-token distribution is the
+output layer applied to that state.
 
 A policy sees each step through an ``ExitStep``: the position, each row's newest token, the
 encoder output, the rows still running, and the step's ``IncrementalState``, whose

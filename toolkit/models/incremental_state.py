@@ -162,7 +162,8 @@ class IncrementalState:
     Other per-hypothesis memory rides along in ``hypotheses``: tensors whose first dimension is
     the batch's rows (an exit policy's plan or history, see ``generation/exit_policy.py``);
     ``reorder`` gathers them with the self-attention caches, so whoever keeps state there never
-    sees a beam move or a sentence leave.
+    sees a beam move or a sentence leave. ``copied`` (early exits) keeps the exited positions'
+    states for the blocks above, which compute their keys/values when first needed.
     """
 
     def __init__(self, num_layers: int, rows_per_source: int = 1):
