@@ -60,11 +60,27 @@ class PrefixExitPolicy(ExitPolicy):
         return step.state.hypotheses[self.KEY].index_select(0, step.rows) % self.blocks == block
 
 
+@dataclass
+class LaggingExitConfig:
+    _name: str = "lagging_exit"
+
+
+class LaggingExitPolicy(PrefixExitPolicy):
+    """Every row exits after block 1 at positions 1 to 3, so the blocks above run no row and owe
+    those positions' keys/values while beams move and sentences leave; ``prefix_exit`` after."""
+
+    def decide(self, block, hidden, decoder, step: ExitStep):
+        if 1 <= step.position <= 3:
+            return torch.full_like(step.rows, block == 0, dtype=torch.bool)
+        return super().decide(block, hidden, decoder, step)
+
+
 class _Policies:
     @hookimpl
     def toolkit_register(self, registries):
         registries.exit_policy.add("sign_exit", SignExitPolicy, SignExitConfig)
         registries.exit_policy.add("prefix_exit", PrefixExitPolicy, PrefixExitConfig)
+        registries.exit_policy.add("lagging_exit", LaggingExitPolicy, LaggingExitConfig)
 
 
 class _Recording(ExitPolicy):
@@ -156,11 +172,12 @@ def batch_events(monkeypatch):
     return events
 
 
-@pytest.mark.parametrize("name", ["sign_exit", "prefix_exit"])
+@pytest.mark.parametrize("name", ["sign_exit", "prefix_exit", "lagging_exit"])
 @torch.inference_mode()
 def test_each_sentence_decodes_as_alone_while_others_leave_and_beams_reorder(session, model, batch_events, name):
     """``sign_exit`` decides from a row's state; ``prefix_exit`` from memory kept across steps
-    in ``state.hypotheses``, which reorders with the caches."""
+    in ``state.hypotheses``, which reorders with the caches; ``lagging_exit`` leaves the upper
+    blocks' caches behind for three steps."""
     src, lengths = sources()
     policy = {"_name": name}
     batched = generator(session, model, policy)
