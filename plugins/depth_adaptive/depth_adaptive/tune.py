@@ -73,8 +73,10 @@ def choose(points: list[dict], full_bleu: float, max_drop: float) -> dict:
 
 def projection_in_blocks(model) -> float:
     """rho: multiply-adds of one vocabulary projection over those of one incremental decoder
-    block (self-attention 4C^2, cross-attention query and output 2C^2, feed-forward 2CF)."""
-    vocab, dim = model.decoder.output_projection.weight.shape
+    block (self-attention 4C^2, cross-attention query and output 2C^2, feed-forward 2CF). Read
+    from the layers' sizes, not their weights: a quantized Linear (int8) keeps no ``weight``."""
+    projection = model.decoder.output_projection
+    vocab, dim = projection.out_features, projection.in_features
     ffn = model.decoder.layers[0].ffn.fc1.out_features
     return vocab * dim / (6 * dim * dim + 2 * dim * ffn)
 

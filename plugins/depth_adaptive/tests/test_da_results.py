@@ -34,3 +34,24 @@ def test_policies_pair_each_halting_run_with_its_own_tuned_file(tmp_path):
     assert [(run, options["_name"], Path(options.get("tuned", "-")).name) for run, options in chosen] == [
         ("aligned_low", "patience", "-"), ("aligned_low", "confidence", "confidence.json"),
         ("halting", "halting", "halting.json"), ("halting_mixed", "halting", "halting_mixed.json")]
+
+
+class _WeightlessLinear(torch.nn.Module):
+    """What a quantized Linear looks like from outside: its sizes, and no ``weight``."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+
+def test_the_projection_cost_is_read_from_sizes_so_quantized_models_tune():
+    from depth_adaptive.tune import projection_in_blocks
+
+    model = tiny_model()
+    expected = projection_in_blocks(model)
+    dim, vocab = model.decoder.output_projection.in_features, model.decoder.output_projection.out_features
+    ffn = model.decoder.layers[0].ffn.fc1.out_features
+    assert expected == vocab * dim / (6 * dim * dim + 2 * dim * ffn)
+    model.decoder.output_projection = _WeightlessLinear(model.decoder.output_projection)
+    model.decoder.layers[0].ffn.fc1 = _WeightlessLinear(model.decoder.layers[0].ffn.fc1)
+    assert projection_in_blocks(model) == expected
