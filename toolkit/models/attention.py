@@ -84,12 +84,10 @@ class MultiheadAttention(nn.Module):
         inputs = query if owed is None else torch.cat([query, owed[:, None]], dim=0)  # (R + M, 1, C)
         q, k, v = self._split_heads(self.qkv_proj(inputs), 3)  # the module itself: plugins may replace it
         running = rows.numel()
-        if owed is not None:  # the cache grows first: an owed position may be one it lacked
-            cache.append_rows(k[:running], v[:running], step)
+        cache.append_rows(k[:running], v[:running], step)  # first: an owed position may be one it lacked
+        if owed is not None:
             cache.write(step.deferred.rows, step.deferred.positions, k[running:, :, 0], v[running:, :, 0])
-            q, k, v = q[:running], cache.key, cache.value  # (R, H, 1, hd); (N, H, L, hd) each
-        else:
-            k, v = cache.append_rows(k, v, step)
+        q, k, v = q[:running], cache.key, cache.value  # (R, H, 1, hd); (N, H, L, hd) each
         if step.every_row:
             return self.out_proj(self._attention(q, k, v, None, causal=False))
         if _gather_first(rows, batch):
