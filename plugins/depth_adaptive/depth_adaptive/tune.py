@@ -108,6 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-bleu-drop", type=float, default=0.3)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16: the weights' type while decoding")
     return parser.parse_args(argv)
 
 
@@ -130,7 +131,7 @@ def tune(args: argparse.Namespace) -> dict:
     """Decode full depth and every setting; returns the record written to ``args.output``."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    _, task, model, _ = load_for_inference(args.checkpoint, device=args.device)
+    _, task, model, _ = load_for_inference(args.checkpoint, device=args.device, precision=args.precision)
     sources, references, source = validation_text(args, task)
 
     def translator(policy: dict | None) -> Translator:
@@ -150,6 +151,7 @@ def tune(args: argparse.Namespace) -> dict:
               "settings": {k: v for k, v in chosen.items() if k not in MEASURES},
               "chosen": chosen, "full_depth": full, "rule": f"lowest cost (blocks + rho x projections) within "
               f"{args.max_bleu_drop} BLEU of full depth", "data": {"source": source, "sentences": len(sources), "beam": args.beam},
+              "precision": args.precision,
               "frontier": frontier(points), "samples": points}
     write_tuned(args.output, record)
     print(f"chosen {record['settings']}: BLEU {chosen['bleu']:.2f} (full depth {full['bleu']:.2f}), average exit "

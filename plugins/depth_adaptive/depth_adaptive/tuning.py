@@ -17,7 +17,7 @@ import torch
 from toolkit.errors import UserError
 from toolkit.files import atomic_write_text
 
-FORMAT = "toolkit-tuned-exits/1"
+FORMAT = "toolkit-tuned-exits/2"  # /1 hashed the weights as they were, so a bf16 copy did not match
 
 
 class TuningFileError(UserError, ValueError):
@@ -26,10 +26,13 @@ class TuningFileError(UserError, ValueError):
 
 def fingerprint(model: torch.nn.Module) -> str:
     """A hash of the model's weights that survives a change of precision (fp32, bf16, fp16): each
-    tensor's name, shape, mean and mean absolute value to 3 significant digits. First 16 hex digits."""
+    tensor's name, shape, mean and mean absolute value, to 3 significant digits, of its values
+    rounded to bf16 (an fp32 model and its bf16 copy hash the very same numbers). First 16 hex
+    digits."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
-        values = tensor.detach().double()
+        values = tensor.detach()
+        values = (values.to(torch.bfloat16) if values.is_floating_point() else values).double()
         digest.update(f"{name}:{tuple(tensor.shape)}:{values.mean():.3g}:{values.abs().mean():.3g}".encode())
     return digest.hexdigest()[:16]
 
@@ -48,6 +51,9 @@ def read_tuned(path: str | os.PathLike, policy: str, model: torch.nn.Module) -> 
         raise TuningFileError(f"tuned thresholds file {path} does not exist") from None
     except (OSError, ValueError) as error:
         raise TuningFileError(f"cannot read tuned thresholds file {path}: {error}") from None
+    if isinstance(record, dict) and record.get("format") == "toolkit-tuned-exits/1":
+        raise TuningFileError(f"{path} was written by an older toolkit-tune-exits (format 1, whose model hash "
+                              f"changed with the weights' precision): tune again")
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise TuningFileError(f"{path} is not a toolkit-tune-exits file (format {FORMAT})")
     if record["policy"] != policy:

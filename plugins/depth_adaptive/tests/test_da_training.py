@@ -53,6 +53,17 @@ def test_aligned_training_learns_at_every_block_and_decodes_with_exits(session, 
         record["samples"], key=lambda p: p["bleu"])
     model = translator.model
     assert ConfidenceExit(ConfidenceConfig(tuned=str(tuned)), model).thresholds == record["settings"]["thresholds"]
+    # tuned on a bf16 copy of the weights: the file says so and serves the fp32 model too
+    tuned_bf16 = tmp_path / "confidence_bf16.json"
+    assert tune_exits([str(path), "--policy", "confidence", "--output", str(tuned_bf16), "--samples", "1", "--limit",
+                       "20", "--beam", "2", "--device", "cpu", "--precision", "bf16"]) == 0
+    record_bf16 = json.loads(tuned_bf16.read_text())
+    assert record_bf16["precision"] == "bf16" and record_bf16["model"] == record["model"]
+    ConfidenceExit(ConfidenceConfig(tuned=str(tuned_bf16)), model)
+    old_format = tmp_path / "old.json"
+    old_format.write_text(json.dumps({**record, "format": "toolkit-tuned-exits/1"}))
+    with pytest.raises(TuningFileError, match="older toolkit-tune-exits .* tune again"):
+        ConfidenceExit(ConfidenceConfig(tuned=str(old_format)), model)
     other = Translator.from_checkpoint(tmp_path / "checkpoint1.pt", GenerationConfig(), "cpu", session).model
     with pytest.raises(TuningFileError, match="tuned for another model"):
         ConfidenceExit(ConfidenceConfig(tuned=str(tuned)), other)

@@ -16,13 +16,16 @@ FFN = ("ffn.fc1", "ffn.fc2")
 
 
 def plan(model: nn.Module, scheme: str, block_size: int, centroids: int, embedding_block_size: int,
-         keep_float: tuple[str, ...] = ()) -> dict[str, str]:
+         keep_float: tuple[str, ...] = (), embedding_centroids: int | None = None) -> dict[str, str]:
     """The layout of ``scheme``: int8 or iPQ everywhere, or iPQ for embeddings and feed-forward
     matrices with int8 for the rest (the paper's combination). ``keep_float`` may hold
-    ``embeddings`` (tables and the tied output layer stay float) or ``output``."""
+    ``embeddings`` (tables and the tied output layer stay float) or ``output``.
+    ``embedding_centroids`` (default ``centroids``) sizes the codebooks of the embedding tables
+    and the output layer, which hold most rows of a small model's weights."""
     if scheme not in SCHEMES:
         raise ConfigError(f"--scheme must be one of {SCHEMES}, got {scheme!r}")
-    ipq, embedding_ipq = f"ipq:{block_size}:{centroids}", f"ipq:{embedding_block_size}:{centroids}"
+    ipq = f"ipq:{block_size}:{centroids}"
+    embedding_ipq = f"ipq:{embedding_block_size}:{embedding_centroids or centroids}"
     layout = {}
     for name, module in model.named_modules(remove_duplicate=False):
         if isinstance(module, nn.Embedding) and "embeddings" not in keep_float:

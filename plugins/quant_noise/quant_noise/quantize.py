@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--block-size", type=int, default=8, help="iPQ sub-vector size of Linear weights")
     parser.add_argument("--embedding-block-size", type=int, default=8, help="iPQ sub-vector size of embeddings")
     parser.add_argument("--centroids", type=int, default=256, help="iPQ centroids per matrix")
+    parser.add_argument("--embedding-centroids", type=int,
+                        help="iPQ centroids of the embedding tables and the output layer (default: --centroids)")
     parser.add_argument("--keep-float", default="", help="comma-separated: embeddings, output")
     parser.add_argument("--finetune-updates", type=int, default=0, help="updates of fine-tuning after each stage")
     parser.add_argument("--finetune-lr", type=float, default=1e-4)
@@ -86,7 +88,8 @@ def quantize(args: argparse.Namespace) -> int:
     cfg, task, model, state = load_for_inference(args.checkpoint, plugins, device="cpu", state=state)
     float_bytes = weight_bytes(model)
     keep_float = tuple(part for part in args.keep_float.split(",") if part)
-    layout = plan(model, args.scheme, args.block_size, args.centroids, args.embedding_block_size, keep_float)
+    layout = plan(model, args.scheme, args.block_size, args.centroids, args.embedding_block_size, keep_float,
+                  args.embedding_centroids)
     if NAME not in cfg.plugins.options:
         cfg.plugins.options[NAME] = OmegaConf.structured(QuantNoiseOptions())
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,7 @@ r"""The quant_noise table: ``python -m quant_noise.results --data DATA --output 
 
 Each ``DIR`` holds a float checkpoint (``checkpoint_avg3.pt``, or ``--float-name``) and its quantized copies
 (``plugins/quant_noise/recipes/multi30k_quantize.sh``: ``int8.pt``, ``ipq4.pt``, ``ipq8.pt``,
-``ipq8+int8.pt``; a missing one is skipped). The files of one model decode the test split
+``ipq8+int8.pt``, ``ipq8e.pt``; a missing one is skipped). The files of one model decode the test split
 (beam 5, batch 64) in alternating rounds in one process (``decode_alternately``), so each
 speed-up is measured side by side with the float model (``--workers N``: each model decodes in
 N forked processes sharing ``--threads``). Per row: sacreBLEU, sentences/s and the
@@ -29,7 +29,7 @@ from toolkit.scoring.bleu import score
 from quant_noise.quantize import NAME, tensor_bytes
 
 VARIANTS = {"fp32": "checkpoint_avg3.pt", "int8": "int8.pt", "ipq4": "ipq4.pt", "ipq8": "ipq8.pt",
-            "ipq8+int8": "ipq8+int8.pt"}
+            "ipq8+int8": "ipq8+int8.pt", "ipq8e": "ipq8e.pt"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

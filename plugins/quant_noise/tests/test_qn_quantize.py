@@ -132,6 +132,20 @@ def test_a_quantized_file_with_corrupt_contents_is_named(trained_run, tmp_path, 
             Translator.from_checkpoint(tmp_path / name, GenerationConfig(beam=1), "cpu")
 
 
+def test_embedding_tables_take_their_own_number_of_centroids(trained_run, tmp_path, clean_config_store):
+    quantize(trained_run / "checkpoint_last.pt", tmp_path / "ipq.pt", "--scheme", "ipq", "--centroids", "16",
+             "--embedding-centroids", "300")
+    state = torch.load(tmp_path / "ipq.pt", weights_only=True)
+    layout = state["cfg"]["plugins"]["options"]["quant_noise"]["quantized"]
+    assert layout["decoder.embedding.embed_tokens"] == "ipq:8:300" and layout["decoder.layers.0.ffn.fc1"] == "ipq:8:16"
+    table = state["model"]["decoder.embedding.embed_tokens.pq.codes"]
+    assert table.dtype == torch.uint16 and int(table.long().max()) >= 256  # more than 256 codes used
+    assert state["model"]["decoder.layers.0.ffn.fc1.pq.codes"].dtype == torch.uint8
+    assert state["model"]["decoder.embedding.embed_tokens.pq.centroids"].shape == (300, 8)
+    translator = Translator.from_checkpoint(tmp_path / "ipq.pt", GenerationConfig(beam=2), "cpu")
+    assert len(translator.translate(["the dog sleeps"])) == 1
+
+
 def test_pruned_and_distilled_checkpoints_quantize_with_fine_tuning(trained_run, tmp_path, clean_config_store):
     """The other methods' outputs as input: a toolkit-prune file, and a word-KD student's
     checkpoint (its criterion names a teacher that is gone: iPQ fine-tunes with the core's loss)."""
