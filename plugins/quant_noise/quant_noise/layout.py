@@ -21,7 +21,7 @@ def plan(model: nn.Module, scheme: str, block_size: int, centroids: int, embeddi
     matrices with int8 for the rest (the paper's combination). ``keep_float`` may hold
     ``embeddings`` (tables and the tied output layer stay float) or ``output``.
     ``embedding_centroids`` (default ``centroids``) sizes the codebooks of the embedding tables
-    and the output layer, which hold most rows of a small model's weights."""
+    and the output layer (where ``ipq8`` loses half of its BLEU on the README's model)."""
     if scheme not in SCHEMES:
         raise ConfigError(f"--scheme must be one of {SCHEMES}, got {scheme!r}")
     ipq = f"ipq:{block_size}:{centroids}"

@@ -2,6 +2,7 @@ r"""toolkit-quantize: write a quantized copy of a trained model.
 
     toolkit-quantize CKPT OUT --scheme int8          # int8 weights, integer kernels on the CPU
     toolkit-quantize CKPT OUT --scheme ipq --block-size 8 --centroids 256
+    toolkit-quantize CKPT OUT --scheme ipq --centroids 256 --embedding-centroids 2048   # a larger codebook for the tables
     toolkit-quantize CKPT OUT --scheme ipq+int8      # iPQ for embeddings and feed-forward, int8 elsewhere
     toolkit-quantize CKPT OUT --scheme ipq --finetune-updates 300   # iterative: fine-tune between stages
 
