@@ -50,6 +50,7 @@ from toolkit.data.preprocess import read_lines
 from toolkit.generation.generator import GenerationConfig
 from toolkit.generation.report import SpeedMeter, decode_alternately
 from toolkit.generation.translator import Translator
+from toolkit.precision import add_precision_argument
 from toolkit.scoring.bleu import score
 
 
@@ -66,7 +67,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1,
                         help="decoding processes (CPU), sharing --threads between them (Translator(workers=))")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16: the weights' type")
+    add_precision_argument(parser)
     parser.add_argument("--plugin-option", action="append", default=[], metavar="PLUGIN.KEY=VALUE",
                         help="plugin option merged over the checkpoint's (repeatable)")
     parser.add_argument("--side-by-side", action="store_true",

@@ -29,6 +29,7 @@ from toolkit.generation.generator import GenerationConfig
 from toolkit.generation.report import add_test_set_arguments, decode_alternately, read_test_set, write_results
 from toolkit.generation.translator import Translator
 from toolkit.inference import load_for_inference
+from toolkit.precision import add_precision_argument
 from toolkit.scoring.bleu import score
 
 BASELINES = [f"depth{n}" for n in range(1, 7)]
@@ -44,9 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, nargs="*", default=[1, 2], help="PABEE settings to measure")
     parser.add_argument("--aligned", default="aligned",
                         help="the multi-exit run the confidence, entropy and patience rows decode (choose on valid)")
-    parser.add_argument("--precision", default="fp32",
-                        help="fp32 | bf16: the weights' type while decoding (bf16 products are faster on CPUs with "
-                             "AVX-512 BF16 or AMX)")
+    add_precision_argument(parser)
     parser.add_argument("--output", type=Path, help="default RUNS/results.json")
     return parser.parse_args(argv)
 

@@ -31,6 +31,7 @@ from toolkit.errors import UserError
 from toolkit.generation.generator import GenerationConfig
 from toolkit.generation.translator import Translator
 from toolkit.inference import load_for_inference
+from toolkit.precision import add_precision_argument
 from toolkit.scoring.bleu import score
 
 from depth_adaptive.tuning import fingerprint, write_tuned
@@ -108,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-bleu-drop", type=float, default=0.3)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16: the weights' type while decoding")
+    add_precision_argument(parser)
     return parser.parse_args(argv)
 
 
