@@ -3,7 +3,9 @@
 - ``sequence``: q(n|x) = softmax(W s + b), s the mean encoder state of the sentence;
 - ``token_multinomial``: q_t(n) = softmax(W h_t^1 + b), from the first block's state;
 - ``token_geometric``: chi_t^n = sigmoid(w_n . h_t^n + b_n) for n < N and
-  q_t(n) = chi_t^n prod_{n'<n} (1 - chi_t^{n'}), the remaining mass at N.
+  q_t(n) = chi_t^n prod_{n'<n} (1 - chi_t^{n'}), the remaining mass at N. With ``hidden`` K > 0
+  (not in the paper) each block's logit comes from one hidden layer instead:
+  w_n . relu(U_n h_t^n + c_n) + b_n, U_n (K, C).
 
 Every ``distribution`` returns log q, (B, N) for ``sequence`` and (B, T, N) for the others.
 """
@@ -36,17 +38,23 @@ def geometric_log_q(log_chi: torch.Tensor, log_not_chi: torch.Tensor) -> torch.T
 class HaltingHead(nn.Module):
     """The halting classifier of one kind, for an ``encoder_dim``/``decoder_dim`` model of ``blocks`` blocks."""
 
-    def __init__(self, kind: str, blocks: int, encoder_dim: int, decoder_dim: int):
+    def __init__(self, kind: str, blocks: int, encoder_dim: int, decoder_dim: int, hidden: int = 0):
         super().__init__()
         if kind not in KINDS[1:]:
             raise ConfigError(f"plugins.options.depth_adaptive.halting must be one of {KINDS}, got {kind!r}")
+        if hidden < 0 or (hidden and kind != "token_geometric"):
+            raise ConfigError(f"plugins.options.depth_adaptive.halting_hidden must be 0, or > 0 with "
+                              f"halting=token_geometric; got {hidden} with {kind}")
         self.kind, self.blocks = kind, blocks
         if kind == "sequence":
             self.classifier = nn.Linear(encoder_dim, blocks)
         elif kind == "token_multinomial":
             self.classifier = nn.Linear(decoder_dim, blocks)
-        else:  # one sigmoid unit per block but the last
-            self.weight = nn.Parameter(torch.zeros(blocks - 1, decoder_dim))
+        else:  # one sigmoid unit per block but the last, on the state or on a hidden layer
+            if hidden:
+                self.hidden_weight = nn.Parameter(torch.randn(blocks - 1, decoder_dim, hidden) / decoder_dim ** 0.5)
+                self.hidden_bias = nn.Parameter(torch.zeros(blocks - 1, hidden))
+            self.weight = nn.Parameter(torch.zeros(blocks - 1, hidden or decoder_dim))
             self.bias = nn.Parameter(torch.zeros(blocks - 1))
 
     def sequence_log_q(self, encoder_out: EncoderOutput) -> torch.Tensor:
@@ -59,7 +67,11 @@ class HaltingHead(nn.Module):
 
     def chi_logit(self, hidden: torch.Tensor, block: int) -> torch.Tensor:
         """(...,) the logit of chi^n for 0-based ``block`` < N-1 from its states (..., C)."""
-        return (hidden.float() @ self.weight[block].float()) + self.bias[block].float()
+        features = hidden.float()
+        if hasattr(self, "hidden_weight"):
+            hidden_layer = features @ self.hidden_weight[block].float() + self.hidden_bias[block].float()  # (..., K)
+            features = torch.relu(hidden_layer)
+        return (features @ self.weight[block].float()) + self.bias[block].float()
 
     def geometric_log_q(self, hidden_states: list[torch.Tensor]) -> torch.Tensor:
         """(B, T, N) log q_t(n) from every block's states (B, T, C)."""

@@ -20,6 +20,7 @@ class DepthAdaptiveOptions:
     block_norms: bool = False  # a layer norm per block before its classifier
     # a halting classifier: none | sequence | token_multinomial | token_geometric
     halting: str = "none"
+    halting_hidden: int = 0  # token_geometric: K > 0 puts a hidden layer of K units under each chi
     train_only_halting: bool = False  # freeze everything else (e.g. fine-tuning an aligned model)
 
 

@@ -36,7 +36,7 @@ def toolkit_modify_model(model, cfg) -> None:
     attach_exit_heads(model.decoder, options)
     if options.halting != "none":
         model.halting = HaltingHead(options.halting, len(model.decoder.layers), cfg.model.encoder_embed_dim,
-                                    cfg.model.decoder_embed_dim)
+                                    cfg.model.decoder_embed_dim, options.halting_hidden)
 
 
 @hookimpl

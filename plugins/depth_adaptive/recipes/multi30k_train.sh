@@ -8,9 +8,12 @@
 #          aligned_low (aligned with block weights 6,5,4,3,2,1: the lower blocks weigh more),
 #          halting (a geometric halting classifier trained for HALTING_UPDATES on the aligned
 #          model, everything else frozen), halting_RUN (the same on the model of RUN, e.g.
-#          halting_mixed); default all but aligned_low, in that order.
+#          halting_mixed), halting_RUN@TAG (the same, saved as RUNS/halting_RUN@TAG, for
+#          variants set by HALTING_ARGS); default all but aligned_low, in that order.
 # Environment: UPDATES (2000), THREADS (2), HALTING_FROM (aligned: the model halting starts
-#              from), SEED (1: common.seed, for repeats of a run in another RUNS folder).
+#              from), SEED (1: common.seed, for repeats of a run in another RUNS folder),
+#              HALTING_UPDATES (500), HALTING_ARGS (extra overrides of halting runs, e.g.
+#              "criterion.oracle_lambda=0.05 criterion.oracle=correctness").
 #              Each run's wall-clock goes to RUNS/MODEL/seconds.
 set -euo pipefail
 DATA=${1:?data folder}
@@ -29,12 +32,13 @@ for name in $MODELS; do
                            "criterion.block_weights=[6,5,4,3,2,1]") ;;
         mixed) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive criterion.mode=mixed
                      criterion.samples=3) ;;
-        halting|halting_*)  # halting_RUN starts from RUN, halting from HALTING_FROM
-            from=${name#halting}; from=${from#_}; from=${from:-${HALTING_FROM:-aligned}}
+        halting|halting_*|halting@*)  # halting_RUN[@TAG] starts from RUN, halting from HALTING_FROM
+            from=${name%%@*}; from=${from#halting}; from=${from#_}; from=${from:-${HALTING_FROM:-aligned}}
             args=(model=transformer_depth_adaptive_small criterion=depth_adaptive
                        +plugins.options.depth_adaptive.halting=token_geometric
                        +plugins.options.depth_adaptive.train_only_halting=true
-                       checkpoint.finetune_from="$RUNS/$from/checkpoint_last.pt" checkpoint.finetune_strict=false) ;;
+                       checkpoint.finetune_from="$RUNS/$from/checkpoint_last.pt" checkpoint.finetune_strict=false
+                       ${HALTING_ARGS:-}) ;;
         *) echo "unknown model $name (depthN, aligned, aligned_low, mixed, halting, halting_RUN)" >&2; exit 2 ;;
     esac
     if [ -f "$RUNS/$name/seconds" ]; then echo "$RUNS/$name: done"; continue; fi

@@ -13,6 +13,7 @@ from depth_adaptive.halting import HaltingHead, geometric_log_q
 from depth_adaptive.oracles import sequence_oracle, smooth_over_time, token_oracle, token_scores
 from depth_adaptive.plugin import toolkit_weights_loaded
 from depth_adaptive.policies import HaltingConfig, HaltingExit
+from toolkit.errors import ConfigError
 from toolkit.generation.exit_policy import ExitStep
 from toolkit.models.base import EncoderOutput
 
@@ -28,6 +29,22 @@ def test_geometric_q_sums_to_one_and_matches_a_hand_computation():
     torch.nn.init.normal_(head.weight)
     states = [torch.randn(2, 5, 32) for _ in range(BLOCKS)]
     assert torch.allclose(head.geometric_log_q(states).exp().sum(-1), torch.ones(2, 5))
+
+
+def test_geometric_hidden_layer_matches_a_hand_computation_and_adds_its_parameters():
+    linear = HaltingHead("token_geometric", BLOCKS, 32, 32)
+    deep = HaltingHead("token_geometric", BLOCKS, 32, 32, hidden=8)
+    added = sum(p.numel() for p in deep.parameters()) - sum(p.numel() for p in linear.parameters())
+    assert added == (BLOCKS - 1) * (32 * 8 + 8) - (BLOCKS - 1) * (32 - 8)  # U_n, c_n; w_n shrinks to K
+    torch.nn.init.normal_(deep.weight)
+    torch.nn.init.normal_(deep.hidden_bias)
+    h = torch.randn(3, 32)
+    by_hand = torch.relu(h @ deep.hidden_weight[1] + deep.hidden_bias[1]) @ deep.weight[1] + deep.bias[1]
+    assert torch.allclose(deep.chi_logit(h, 1), by_hand)
+    states = [torch.randn(2, 5, 32) for _ in range(BLOCKS)]
+    assert torch.allclose(deep.geometric_log_q(states).exp().sum(-1), torch.ones(2, 5))
+    with pytest.raises(ConfigError, match="halting_hidden"):
+        HaltingHead("token_multinomial", BLOCKS, 32, 32, hidden=8)
 
 
 def test_oracles_on_a_hand_case():
