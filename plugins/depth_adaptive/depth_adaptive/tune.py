@@ -9,7 +9,9 @@ Random search (Elbayad et al.): K threshold settings are drawn (one threshold pe
 threshold for the geometric ``halting`` classifier), plus a few uniform anchors; each decodes
 the validation split. The file holds every sample, the BLEU / cost frontier, full depth, and
 the chosen setting: the lowest decoding cost whose BLEU is within ``--max-bleu-drop`` of full
-depth.
+depth. With ``--chance P`` a setting qualifies only when it is within that drop in at least
+a fraction P of 1,000 paired bootstrap resamples of the validation sentences (its ``chance``):
+one validation BLEU can sit within 0.3 of full depth by luck and a whole point below it on test.
 
 The cost counts what a token costs in decoder blocks: the blocks it ran (the average exit, AE)
 plus its vocabulary projections, each worth rho blocks (rho = V*C / (6C^2 + 2CF), 2.2 for
@@ -34,12 +36,13 @@ from toolkit.inference import load_for_inference
 from toolkit.precision import add_precision_argument
 from toolkit.scoring.bleu import score
 
+from depth_adaptive.significance import chance_within, sentence_statistics
 from depth_adaptive.tuning import fingerprint, write_tuned
 
 RANGES = {"confidence": (0.2, 1.0), "entropy": (0.0, 3.0), "halting": (0.05, 0.95)}
 ANCHORS = {"confidence": [0.5, 0.7, 0.9, 0.99], "entropy": [0.1, 0.5, 1.0, 2.0], "halting": [0.2, 0.5, 0.8]}
 OFF = {"confidence": 2.0, "entropy": 0.0}  # thresholds that switch a block's check off
-MEASURES = ("bleu", "average_exit", "projections", "cost")  # what a sample measured, beside its settings
+MEASURES = ("bleu", "average_exit", "projections", "cost", "chance")  # what a sample measured, beside its settings
 
 
 def draw_settings(policy: str, blocks: int, samples: int, seed: int) -> list[dict]:
@@ -64,9 +67,13 @@ def frontier(points: list[dict]) -> list[dict]:
     return front
 
 
-def choose(points: list[dict], full_bleu: float, max_drop: float) -> dict:
-    """The lowest cost within ``max_drop`` BLEU of full depth (else the best BLEU)."""
-    allowed = [p for p in points if p["bleu"] >= full_bleu - max_drop]
+def choose(points: list[dict], full_bleu: float, max_drop: float, chance: float | None = None) -> dict:
+    """The lowest cost within ``max_drop`` BLEU of full depth (else the best BLEU); with
+    ``chance``, within it in at least that fraction of bootstrap resamples (each point's ``chance``)."""
+    if chance is None:
+        allowed = [p for p in points if p["bleu"] >= full_bleu - max_drop]
+    else:
+        allowed = [p for p in points if p["chance"] >= chance]
     if not allowed:
         return max(points, key=lambda p: p["bleu"])
     return min(allowed, key=lambda p: (p["cost"], -p["bleu"]))
@@ -82,14 +89,15 @@ def projection_in_blocks(model) -> float:
     return vocab * dim / (6 * dim * dim + 2 * dim * ffn)
 
 
-def decode(translator: Translator, sources: list[str], references: list[str]) -> dict:
+def decode(translator: Translator, sources: list[str], references: list[str]) -> tuple[dict, list[str]]:
+    """(BLEU, average exit, projections per token and cost of one setting; its hypotheses)."""
     hypotheses = [t.text for t in translator.translate(sources)]
     generator = translator.generator
     rho = projection_in_blocks(translator.model)
     return {"bleu": round(score(hypotheses, references).bleu, 2),
             "average_exit": round(generator.average_exit(), 3),
             "projections": round(generator.projections_per_token(), 3),
-            "cost": round(generator.average_exit() + rho * generator.projections_per_token(), 3)}
+            "cost": round(generator.average_exit() + rho * generator.projections_per_token(), 3)}, hypotheses
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -107,6 +115,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lenpen", type=float, default=1.0)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--max-bleu-drop", type=float, default=0.3)
+    parser.add_argument("--chance", type=float, help="choose only settings within the drop in this "
+                        "fraction of paired bootstrap resamples (e.g. 0.9; default: the point estimate)")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--device", default="auto")
     add_precision_argument(parser)
@@ -130,6 +140,8 @@ def validation_text(args: argparse.Namespace, task) -> tuple[list[str], list[str
 
 def tune(args: argparse.Namespace) -> dict:
     """Decode full depth and every setting; returns the record written to ``args.output``."""
+    if args.chance is not None and not 0.0 < args.chance <= 1.0:
+        raise UserError(f"--chance must be in (0, 1], got {args.chance}")
     if args.threads:
         torch.set_num_threads(args.threads)
     _, task, model, _ = load_for_inference(args.checkpoint, device=args.device, precision=args.precision)
@@ -139,21 +151,29 @@ def tune(args: argparse.Namespace) -> dict:
         cfg = GenerationConfig(beam=args.beam, lenpen=args.lenpen, exit_policy=policy)
         return Translator(task, model, cfg, max_sentences=args.batch)
 
-    full = decode(translator(None), sources, references)
+    full, full_hypotheses = decode(translator(None), sources, references)
+    full_statistics = sentence_statistics(full_hypotheses, references)
     print(f"full depth: BLEU {full['bleu']:.2f}, average exit {full['average_exit']:.2f}, cost {full['cost']:.2f} blocks")
     points = []
     for i, settings in enumerate(draw_settings(args.policy, len(model.decoder.layers), args.samples, args.seed)):
-        point = {**settings, **decode(translator({"_name": args.policy, **settings}), sources, references)}
+        measured, hypotheses = decode(translator({"_name": args.policy, **settings}), sources, references)
+        point = {**settings, **measured}
+        if args.chance is not None:
+            point["chance"] = round(chance_within(sentence_statistics(hypotheses, references), full_statistics,
+                                                  args.max_bleu_drop), 3)
         points.append(point)
         print(f"[{i + 1}] {settings}: BLEU {point['bleu']:.2f}, average exit {point['average_exit']:.2f}, "
-              f"cost {point['cost']:.2f} blocks", flush=True)
-    chosen = choose(points, full["bleu"], args.max_bleu_drop)
+              f"cost {point['cost']:.2f} blocks" + (f", chance {point['chance']:.3f}" if "chance" in point else ""),
+              flush=True)
+    chosen = choose(points, full["bleu"], args.max_bleu_drop, args.chance)
+    rule = f"lowest cost (blocks + rho x projections) within {args.max_bleu_drop} BLEU of full depth"
+    if args.chance is not None:
+        rule += f" in {args.chance:.0%} of paired bootstrap resamples"
     record = {"policy": args.policy, "checkpoint": str(args.checkpoint), "model": fingerprint(model),
               "settings": {k: v for k, v in chosen.items() if k not in MEASURES},
-              "chosen": chosen, "full_depth": full, "rule": f"lowest cost (blocks + rho x projections) within "
-              f"{args.max_bleu_drop} BLEU of full depth", "data": {"source": source, "sentences": len(sources), "beam": args.beam},
-              "precision": args.precision,
-              "frontier": frontier(points), "samples": points}
+              "chosen": chosen, "full_depth": full, "rule": rule,
+              "data": {"source": source, "sentences": len(sources), "beam": args.beam},
+              "precision": args.precision, "frontier": frontier(points), "samples": points}
     write_tuned(args.output, record)
     print(f"chosen {record['settings']}: BLEU {chosen['bleu']:.2f} (full depth {full['bleu']:.2f}), average exit "
           f"{chosen['average_exit']:.2f} of {len(model.decoder.layers)}, cost {chosen['cost']:.2f} blocks (full depth "

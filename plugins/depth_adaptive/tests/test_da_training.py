@@ -56,9 +56,11 @@ def test_aligned_training_learns_at_every_block_and_decodes_with_exits(session, 
     # tuned on a bf16 copy of the weights: the file says so and serves the fp32 model too
     tuned_bf16 = tmp_path / "confidence_bf16.json"
     assert tune_exits([str(path), "--policy", "confidence", "--output", str(tuned_bf16), "--samples", "1", "--limit",
-                       "20", "--beam", "2", "--device", "cpu", "--precision", "bf16"]) == 0
+                       "20", "--beam", "2", "--device", "cpu", "--precision", "bf16", "--chance", "0.5"]) == 0
     record_bf16 = json.loads(tuned_bf16.read_text())
     assert record_bf16["precision"] == "bf16" and record_bf16["model"] == record["model"]
+    assert all(0.0 <= p["chance"] <= 1.0 for p in record_bf16["samples"]) and "bootstrap" in record_bf16["rule"]
+    assert "chance" not in record_bf16["settings"]
     ConfidenceExit(ConfidenceConfig(tuned=str(tuned_bf16)), model)
     old_format = tmp_path / "old.json"
     old_format.write_text(json.dumps({**record, "format": "toolkit-tuned-exits/1"}))

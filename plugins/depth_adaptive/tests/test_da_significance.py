@@ -1,0 +1,50 @@
+"""The tuner's paired bootstrap: sentence statistics sum to sacreBLEU's corpus BLEU, and the
+chance of staying within the drop separates a setting equal to full depth from a worse one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from depth_adaptive.significance import chance_within, corpus_bleu, sentence_statistics
+from depth_adaptive.tune import choose
+from toolkit.scoring.bleu import score
+
+REFERENCES = [f"a small dog number {i} runs across the green field ." for i in range(40)]
+GOOD = [f"a small dog number {i} runs across the field ." for i in range(40)]
+BAD = [f"the dog {i} is here" for i in range(40)]
+
+
+def test_summed_sentence_statistics_give_sacrebleus_corpus_bleu():
+    for hypotheses in (GOOD, BAD):
+        statistics = sentence_statistics(hypotheses, REFERENCES)
+        assert statistics.shape == (40, 10)
+        assert corpus_bleu(statistics.sum(0)) == pytest.approx(score(hypotheses, REFERENCES).bleu)
+
+
+def test_the_chance_separates_an_equal_setting_from_a_worse_one():
+    good, bad = sentence_statistics(GOOD, REFERENCES), sentence_statistics(BAD, REFERENCES)
+    assert chance_within(good, good, max_drop=0.3) == 1.0
+    assert chance_within(bad, good, max_drop=0.3) == 0.0
+    # half the sentences worse: the chance grows with the allowed drop
+    mixed = np.concatenate([good[:20], bad[20:]])
+    gap = corpus_bleu(good.sum(0)) - corpus_bleu(mixed.sum(0))
+    assert chance_within(mixed, good, max_drop=gap / 2) < 0.5 < chance_within(mixed, good, max_drop=gap * 1.5)
+    with pytest.raises(ValueError, match="statistics of 20 and 40 sentences"):
+        chance_within(good[:20], good, max_drop=0.3)
+
+
+def test_choose_with_a_chance_skips_settings_within_the_drop_only_by_luck():
+    points = [{"threshold": 0.2, "bleu": 32.8, "cost": 3.3, "chance": 0.55},
+              {"threshold": 0.5, "bleu": 33.9, "cost": 4.0, "chance": 0.99}]
+    assert choose(points, full_bleu=33.0, max_drop=0.3)["threshold"] == 0.2
+    assert choose(points, full_bleu=33.0, max_drop=0.3, chance=0.9)["threshold"] == 0.5
+
+
+def test_a_chance_outside_zero_one_is_refused_before_any_work(tmp_path, capsys):
+    from depth_adaptive.tune import main as tune_exits
+
+    output = tmp_path / "tuned.json"
+    assert tune_exits([str(tmp_path / "missing.pt"), "--policy", "halting", "--output", str(output),
+                       "--chance", "1.5"]) == 1
+    assert "--chance must be in (0, 1], got 1.5" in capsys.readouterr().err and not output.exists()
