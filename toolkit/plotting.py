@@ -27,6 +27,14 @@ def pyplot(needs: str) -> Any:
     return plt
 
 
+def read_results(path: Path) -> dict:
+    """A results JSON file, or exit naming the file and what is wrong with it."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"cannot read the results file {path}: {error}") from None
+
+
 def write_plot(results: dict, draw: Callable[[dict, Any], None], output: Path, needs: str,
                size: tuple[float, float] = (7, 4.5)) -> None:
     """One figure with one axes, drawn by ``draw(results, axes)``, saved as PNG to ``output``."""
@@ -45,10 +53,6 @@ def plot_main(doc: str | None, draw: Callable[[dict, Any], None], argv: Sequence
     parser.add_argument("results", type=Path)
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    try:
-        results = json.loads(args.results.read_text())
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"cannot read the results file {args.results}: {error}") from None
-    write_plot(results, draw, args.output, needs)
+    write_plot(read_results(args.results), draw, args.output, needs)
     print(f"written {args.output}")
     return 0

@@ -14,21 +14,13 @@ after another while tuning, not side by side. Needs matplotlib
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from toolkit.plotting import write_plot
+from toolkit.plotting import read_results, write_plot
 
 NEEDS = "-e plugins/depth_adaptive[plot]"
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"cannot read {path}: {error}") from None
 
 
 def draw(results: dict, axes: Any) -> None:
@@ -58,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="mixed", help="the anytime rows' model (default mixed)")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    tuned = {path.stem: read_json(path) for path in args.tuned}
-    anytime = [r for r in read_json(args.anytime)["anytime"] if r["model"] == args.model] if args.anytime else []
+    tuned = {path.stem: read_results(path) for path in args.tuned}
+    anytime = [r for r in read_results(args.anytime)["anytime"] if r["model"] == args.model] if args.anytime else []
     write_plot({"tuned": tuned, "anytime": anytime}, draw, args.output, NEEDS)
     print(f"written {args.output}")
     return 0

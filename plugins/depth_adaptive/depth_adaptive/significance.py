@@ -13,15 +13,17 @@ from typing import Sequence
 import numpy as np
 from sacrebleu.metrics import BLEU
 
+METRIC = BLEU()  # sacreBLEU's defaults (13a tokenization), as toolkit.scoring.bleu.score
+
 
 def sentence_statistics(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
     """(S, 2 + 2 * 4) sacreBLEU's statistics of each sentence (default 13a tokenization)."""
-    return np.asarray(BLEU()._extract_corpus_statistics(list(hypotheses), [list(references)]), dtype=np.int64)
+    return np.asarray(METRIC._extract_corpus_statistics(list(hypotheses), [list(references)]), dtype=np.int64)
 
 
 def corpus_bleu(statistics: np.ndarray) -> float:
     """BLEU of the sentences whose statistics (rows) are summed in ``statistics`` (2 + 2 * 4,)."""
-    return BLEU()._compute_score_from_stats(statistics.tolist()).score
+    return METRIC._compute_score_from_stats(statistics.tolist()).score
 
 
 def chance_within(setting: np.ndarray, full: np.ndarray, max_drop: float, resamples: int = 1000,

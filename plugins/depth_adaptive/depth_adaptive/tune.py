@@ -152,7 +152,7 @@ def tune(args: argparse.Namespace) -> dict:
         return Translator(task, model, cfg, max_sentences=args.batch)
 
     full, full_hypotheses = decode(translator(None), sources, references)
-    full_statistics = sentence_statistics(full_hypotheses, references)
+    full_statistics = sentence_statistics(full_hypotheses, references) if args.chance is not None else None
     print(f"full depth: BLEU {full['bleu']:.2f}, average exit {full['average_exit']:.2f}, cost {full['cost']:.2f} blocks")
     points = []
     for i, settings in enumerate(draw_settings(args.policy, len(model.decoder.layers), args.samples, args.seed)):
