@@ -21,9 +21,10 @@ def draw(results: dict, axes) -> None:
         rows = sorted((r for r in results["rows"] if r["model"] == name and r["pruned"]
                        and r["encoder_layers"] == r["decoder_layers"]), key=lambda r: r["encoder_layers"])
         axes.plot([2 * r["encoder_layers"] for r in rows], [r["bleu"] for r in rows], marker="o", label=name)
-    for r in (r for r in results["rows"] if not r["pruned"]):
+    references = [r for r in results["rows"] if not r["pruned"]]
+    for r, marker in zip(references, "*PXD^v" * len(references)):  # one marker per reference
         blocks = r["encoder_layers"] + r["decoder_layers"]
-        axes.scatter([blocks], [r["bleu"]], marker="*", s=120, zorder=3, color="black",
+        axes.scatter([blocks], [r["bleu"]], marker=marker, s=120, zorder=3, color="black",
                      label=f"{r['model']} (trained at this depth)")
     axes.set_xlabel("kept blocks, encoder + decoder (every other block)")
     axes.set_ylabel(f"sacreBLEU ({results['split']}, beam {results['beam']})")

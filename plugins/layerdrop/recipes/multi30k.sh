@@ -3,7 +3,8 @@
 # Usage: plugins/layerdrop/recipes/multi30k.sh DATA RUNS [STAGE ...]
 #   STAGE: train (ld: 6+6 pre-norm transformer_small width, LayerDrop 0.2 on both sides; plain: the
 #          same without; small: transformer_small 3+3; each UPDATES updates with the Multi30k
-#          recipe's settings; ld-dropout01, only when named in MODELS: ld with model.dropout=0.1),
+#          recipe's settings; only when named in MODELS: ld-dropout01, ld with model.dropout=0.1;
+#          ld05, ld with rate 0.5; small-prenorm, small with model.normalize_before=true),
 #          speed (training target tokens/s of the 6+6 model with and without LayerDrop,
 #          alternating in one session: run it on a quiet machine), results (every-other
 #          pruning of ld and plain to 6+6 .. 2+2, small as trained: test2016 BLEU, bytes,
@@ -35,6 +36,12 @@ for stage in $STAGES; do
                     small) args=(model=transformer_small) ;;
                     # LayerDrop 0.2 with the dropout lowered to 0.1: is the 6+6 model over-regularised?
                     ld-dropout01) args=("${DEEP[@]}" "${DROP[@]}" model.dropout=0.1) ;;
+                    # LayerDrop 0.5: on average the 3+3 that every-other pruning keeps (Fan et al.'s
+                    # advice for pruning to half depth)
+                    ld05) args=("${DEEP[@]}" +plugins.options.layerdrop.encoder_rate=0.5 +plugins.options.layerdrop.decoder_rate=0.5) ;;
+                    # transformer_small pre-norm: the reference at half depth with the 6+6 models' norms
+                    small-prenorm) args=(model=transformer_small model.normalize_before=true) ;;
+                    *) echo "unknown model $name" >&2; exit 2 ;;
                 esac
                 if [ -f "$RUNS/$name/seconds" ]; then echo "$RUNS/$name: done"; continue; fi
                 start=$(date +%s)
