@@ -10,6 +10,7 @@ plugins/layerdrop[plot]``).
 from __future__ import annotations
 
 import sys
+from itertools import cycle
 
 from toolkit.plotting import plot_main
 
@@ -21,8 +22,8 @@ def draw(results: dict, axes) -> None:
         rows = sorted((r for r in results["rows"] if r["model"] == name and r["pruned"]
                        and r["encoder_layers"] == r["decoder_layers"]), key=lambda r: r["encoder_layers"])
         axes.plot([2 * r["encoder_layers"] for r in rows], [r["bleu"] for r in rows], marker="o", label=name)
-    references = [r for r in results["rows"] if not r["pruned"]]
-    for r, marker in zip(references, "*PXD^v" * len(references)):  # one marker per reference
+    references = (r for r in results["rows"] if not r["pruned"])
+    for r, marker in zip(references, cycle("*PXD^v")):  # one marker per reference
         blocks = r["encoder_layers"] + r["decoder_layers"]
         axes.scatter([blocks], [r["bleu"]], marker=marker, s=120, zorder=3, color="black",
                      label=f"{r['model']} (trained at this depth)")
