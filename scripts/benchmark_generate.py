@@ -44,7 +44,7 @@ import time
 import torch
 from omegaconf import OmegaConf
 
-from toolkit.checkpoint import describe
+from toolkit.inference import checkpoint_paths, describe_checkpoints
 from toolkit.config import parse_plugin_options
 from toolkit.data.preprocess import read_lines
 from toolkit.generation.generator import GenerationConfig
@@ -56,7 +56,7 @@ from toolkit.scoring.bleu import score
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint, or several joined by ':' (an ensemble)")
     parser.add_argument("--source", required=True)
     parser.add_argument("--reference")
     parser.add_argument("--beam", type=int, default=5)
@@ -82,7 +82,10 @@ def parse_args() -> argparse.Namespace:
                         help="compare full depth, every hypothesis exiting after block N, and N blocks")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds for --exit-after-block and --side-by-side")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.compare_ct2 and len(checkpoint_paths(args.checkpoint)) > 1:
+        parser.error("--compare-ct2 exports one model: an ensemble (--checkpoint a.pt:b.pt) has no CTranslate2 export")
+    return args
 
 
 def main() -> None:
@@ -93,7 +96,7 @@ def main() -> None:
     references = read_lines(args.reference)[: args.limit] if args.reference else None
     options = parse_plugin_options(args.plugin_option)
     translator = load(args, options)
-    print(f"checkpoint   {describe(args.checkpoint, translator.model)}" + (f" with {options}" if options else ""))
+    print(f"checkpoint   {describe_checkpoints(checkpoint_paths(args.checkpoint), translator.model)}" + (f" with {options}" if options else ""))
     if args.side_by_side:
         compare_settings(args, {f"with {options}": translator, "as saved": load(args, {})}, sources, references)
         return

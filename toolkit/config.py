@@ -111,7 +111,7 @@ class TrainConfig:
 class GenerateConfig:
     """``toolkit-generate``: what to translate, with which checkpoint, how, and where to."""
 
-    path: str = MISSING  # the checkpoint
+    path: str = MISSING  # the checkpoint; several joined by ":" decode as an ensemble (a.pt:b.pt)
     split: str = "test"  # a split of the checkpoint's data folder (references from its target side)
     input: Optional[str] = None  # translate this source file instead ("-": standard input)
     reference: Optional[str] = None  # references for input

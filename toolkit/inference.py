@@ -4,14 +4,16 @@ benchmarks and the exporters share (it imports nothing of the training loop)."""
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from toolkit.checkpoint import CheckpointError, load_checked
+from toolkit.checkpoint import CheckpointError, describe, load_checked
 from toolkit.config import merge_plugin_options, resolve_plugin_options
 from toolkit.devices import check_placement, resolve_device
+from toolkit.models.ensemble import EnsembleModel, check_same_vocabularies
 from toolkit.plugins import PluginSession, get_plugins
 from toolkit.precision import dtype_of
 
@@ -65,6 +67,42 @@ def load_for_inference(path: str | os.PathLike, plugins: PluginSession | None = 
     if dtype != torch.float32:
         model = model.to(dtype)
     return cfg, task, model, state
+
+
+def checkpoint_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """The checkpoints ``path`` names: a list as given, or one string naming several separated by
+    ``:`` (an ensemble, as fairseq's ``--path a.pt:b.pt``) unless the whole string is a file."""
+    if isinstance(path, (str, os.PathLike)):
+        text = os.fspath(path)
+        if os.pathsep in text and not Path(text).is_file():
+            return [Path(p) for p in text.split(os.pathsep)]
+        return [Path(text)]
+    return [Path(p) for p in path]
+
+
+def load_ensemble_for_inference(paths: Sequence[str | os.PathLike], plugins: PluginSession | None = None,
+                                device: str = "auto", plugin_options: Mapping[str, Any] | None = None,
+                                precision: str = "fp32", state: dict | None = None,
+                                ) -> tuple[DictConfig, Any, torch.nn.Module, dict]:
+    """``load_for_inference`` for one checkpoint, or an ``EnsembleModel`` of several: ``(cfg,
+    task, model, state)`` with the first checkpoint's config, task and state (``state``: the
+    first checkpoint, when the caller has read it). The checkpoints must share tokenizers and
+    vocabularies (a clear error names the one that differs)."""
+    if len(paths) == 1:
+        return load_for_inference(paths[0], plugins, device, plugin_options, precision, state=state)
+    plugins = plugins or get_plugins()
+    states = [state if i == 0 and state is not None else load_checked(p, plugins, for_inference=True)
+              for i, p in enumerate(paths)]
+    check_same_vocabularies([s["task"] for s in states], [str(p) for p in paths])  # before any model is built
+    loaded = [load_for_inference(p, plugins, device, plugin_options, precision, state=s) for p, s in zip(paths, states)]
+    cfg, task, _, state = loaded[0]
+    return cfg, task, EnsembleModel([model for _, _, model, _ in loaded]).eval(), state
+
+
+def describe_checkpoints(paths: Sequence[str | os.PathLike], model: torch.nn.Module) -> str:
+    """``describe`` of each checkpoint: an ensemble's members in order, separated by "; "."""
+    members = model.members if isinstance(model, EnsembleModel) else [model]
+    return "; ".join(describe(path, member) for path, member in zip(paths, members))
 
 
 def load_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:

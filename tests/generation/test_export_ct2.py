@@ -9,7 +9,8 @@ import torch
 
 from toolkit.data.preprocess import read_lines
 from toolkit.generation.generator import GenerationConfig
-from toolkit.generation.translator import Translator, load_for_inference
+from toolkit.generation.translator import Translator
+from toolkit.inference import load_for_inference
 
 ctranslate2 = pytest.importorskip("ctranslate2")
 from toolkit.export.ctranslate2 import detokenize, export_checkpoint, source_pieces  # noqa: E402

@@ -7,7 +7,8 @@ import torch
 from toolkit.data.preprocess import read_lines
 from toolkit.generation.exit_policy import ExitPolicy
 from toolkit.generation.generator import GenerationConfig
-from toolkit.generation.translator import Translator, load_for_inference
+from toolkit.generation.translator import Translator
+from toolkit.inference import load_for_inference
 from toolkit.plugins import load_plugins
 from toolkit.registry import RegistryError
 from toolkit.scoring.bleu import score

@@ -11,7 +11,8 @@ import torch
 
 from toolkit import hookimpl
 from toolkit.generation.generator import GenerationConfig
-from toolkit.generation.translator import Translator, load_for_inference
+from toolkit.generation.translator import Translator
+from toolkit.inference import load_for_inference
 from toolkit.plugins import PluginError, load_plugins
 from toolkit.checkpoint import load_checkpoint
 

@@ -10,7 +10,8 @@ import torch
 from toolkit.data.preprocess import read_lines
 from toolkit.errors import ConfigError
 from toolkit.generation.generator import GenerationConfig
-from toolkit.generation.translator import Translator, load_for_inference
+from toolkit.generation.translator import Translator
+from toolkit.inference import load_for_inference
 from toolkit.generation.workers import check_workers
 
 

@@ -8,7 +8,7 @@ import torch
 
 from toolkit import hookimpl
 from toolkit.config import compose_train_config
-from toolkit.generation.translator import load_for_inference
+from toolkit.inference import load_for_inference
 from toolkit.plugins import load_plugins
 from toolkit.training.train import train
 from toolkit.training.trainer import Trainer

@@ -15,7 +15,7 @@ from typing import BinaryIO, Iterator, TextIO
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from toolkit.checkpoint import CheckpointError, describe, load_checked
+from toolkit.checkpoint import CheckpointError, load_checked
 from toolkit.cli import hydra_entry
 from toolkit.config import ConfigError, GenerateConfig, non_finite_values
 from toolkit.data.preprocess import DataError, read_lines, undecodable_message
@@ -23,7 +23,7 @@ from toolkit.files import atomic_write_text
 from toolkit.generation.report import SpeedMeter
 from toolkit.generation.translator import Translation, Translator, generation_config
 from toolkit.generation.workers import check_workers
-from toolkit.inference import load_for_inference
+from toolkit.inference import checkpoint_paths, describe_checkpoints, load_ensemble_for_inference
 from toolkit.plugins import get_plugins
 from toolkit.precision import dtype_of
 from toolkit.scoring.bleu import score
@@ -44,13 +44,15 @@ def generate(cfg: DictConfig | GenerateConfig) -> dict:
     _check_settings(cfg)
     interactive = cfg.input == "-"
     given = _read_given(cfg) if cfg.input and not interactive else None
-    output = None if interactive else _checked_output(cfg)
-    state = load_checked(cfg.path, plugins, for_inference=True)
+    paths = checkpoint_paths(cfg.path)  # several: an ensemble
+    output = None if interactive else _checked_output(cfg, paths[0])
+    state = load_checked(paths[0], plugins, for_inference=True)
     if not interactive and given is None:
         given = _read_split(cfg, state, plugins)
-    _, task, model, _ = load_for_inference(cfg.path, plugins, cfg.device, cfg.plugin_options, cfg.precision,
-                                           state=state)
-    logger.info("checkpoint %s", describe(cfg.path, model))
+    _, task, model, _ = load_ensemble_for_inference(paths, plugins, cfg.device, cfg.plugin_options, cfg.precision,
+                                                    state=state)
+    described = describe_checkpoints(paths, model)
+    logger.info("checkpoint %s", described)
     translator = Translator(task, model, generation_config(cfg.generation), plugins,
                             max_sentences=cfg.max_sentences, max_tokens=cfg.max_tokens, workers=cfg.workers)
     meter = SpeedMeter(translator.device)
@@ -73,7 +75,7 @@ def generate(cfg: DictConfig | GenerateConfig) -> dict:
         for line in result["scores"].lines():
             print(line)
     print(meter.summary())
-    print(f"checkpoint   {describe(cfg.path, model)}")
+    print(f"checkpoint   {described}")
     if translator.generator.exit_policy is not None:
         histogram = ", ".join(f"{block}: {share:.1%}"
                               for block, share in enumerate(translator.generator.exit_histogram(), start=1))
@@ -83,8 +85,9 @@ def generate(cfg: DictConfig | GenerateConfig) -> dict:
 
 def _check_settings(cfg) -> None:
     dtype_of(cfg.precision)  # an unknown name fails before the checkpoint is read
-    if not Path(cfg.path).is_file():
-        raise CheckpointError(f"checkpoint {cfg.path} does not exist")
+    for path in checkpoint_paths(cfg.path):
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} does not exist")
     check_workers(cfg.workers)  # the device is checked once the model is on it
     bad = non_finite_values(cfg)
     if bad:
@@ -111,11 +114,11 @@ def _read_split(cfg, state: dict, plugins) -> tuple[list[str], list[str] | None]
     return read_lines(source), read_lines(target) if target.exists() else None
 
 
-def _checked_output(cfg) -> Path:
-    """Where the hypotheses go (default: beside the checkpoint), once its folder is known to
-    exist and to be writable."""
+def _checked_output(cfg, checkpoint: Path) -> Path:
+    """Where the hypotheses go (default: beside the (first) checkpoint), once its folder is
+    known to exist and to be writable."""
     name = Path(cfg.input).name if cfg.input else cfg.split
-    output = Path(cfg.output) if cfg.output else Path(cfg.path).parent / f"generate-{name}.txt"
+    output = Path(cfg.output) if cfg.output else checkpoint.parent / f"generate-{name}.txt"
     folder = output.parent
     if output.is_dir():
         raise ConfigError(f"output={output} is a folder: name a file in it")

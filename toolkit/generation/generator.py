@@ -17,6 +17,7 @@ from toolkit.errors import ConfigError
 from toolkit.generation.exit_policy import ExitPolicy, decode_step_with_exits
 from toolkit.generation.search import Search
 from toolkit.models.base import EncoderOutput
+from toolkit.models.ensemble import refuse_exit_policy
 
 
 @dataclass
@@ -46,6 +47,7 @@ class SequenceGenerator:
                  exit_policy: ExitPolicy | None = None):
         self.model, self.dict, self.cfg, self.search = model, tgt_dict, cfg, search
         self.exit_policy = exit_policy
+        refuse_exit_policy(model, exit_policy)
         # decoded tokens per exit block (index 0: block 1); int64 on the model's device, read on demand
         self.exit_counts = torch.zeros(len(model.decoder.layers), dtype=torch.long,
                                        device=next(model.parameters()).device)
@@ -107,7 +109,7 @@ class SequenceGenerator:
             step_scores = lprobs[new_rows, new_tokens.squeeze(1)].unsqueeze(1)
             if len(keep) < live:  # finished sentences leave: shrink encoder output and caches
                 kept_rows = (keep[:, None] * beam + torch.arange(beam, device=device)).view(-1)
-                encoder_out = EncoderOutput(encoder_out.states[keep], encoder_out.padding_mask[keep])
+                encoder_out = encoder_out.select(keep)
                 state.select_sentences(kept_rows)
                 sentence_ids = sentence_ids[keep]
             state.reorder(new_rows)

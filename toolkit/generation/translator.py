@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from toolkit.generation.generator import GenerationConfig, Hypothesis, SequenceGenerator
 from toolkit.generation.workers import WorkerPool, check_workers
-from toolkit.inference import load_for_inference
+from toolkit.inference import checkpoint_paths, load_ensemble_for_inference
+from toolkit.models.ensemble import refuse_exit_policy
 from toolkit.plugins import PluginSession, get_plugins
 from toolkit.registry import to_dataclass
 
@@ -43,6 +44,7 @@ class Translator:
         self.task, self.model = task, model
         self.device = next(model.parameters()).device
         search = plugins.registries.search.build(gen_cfg.search)
+        refuse_exit_policy(model, gen_cfg.exit_policy)  # before the policy is built for one model's blocks
         policy = plugins.registries.exit_policy.build(gen_cfg.exit_policy, model) if gen_cfg.exit_policy else None
         self.generator = SequenceGenerator(model, task.tgt_dict, gen_cfg, search, policy)
         self.max_sentences, self.max_tokens = max_sentences, max_tokens
@@ -50,12 +52,16 @@ class Translator:
         self.workers, self._pool = workers, None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, gen_cfg: GenerationConfig | None = None, device: str = "auto",
-                        plugins: PluginSession | None = None, plugin_options: Mapping[str, Any] | None = None,
-                        precision: str = "fp32", **kwargs: Any) -> "Translator":
-        """A translator for checkpoint ``path`` (see ``toolkit.inference.load_for_inference`` for
-        ``device``, ``plugin_options`` and ``precision``); ``kwargs`` go to the constructor."""
-        _, task, model, _ = load_for_inference(path, plugins, device, plugin_options, precision)
+    def from_checkpoint(cls, path: str | Path | Sequence[str | Path], gen_cfg: GenerationConfig | None = None,
+                        device: str = "auto", plugins: PluginSession | None = None,
+                        plugin_options: Mapping[str, Any] | None = None, precision: str = "fp32",
+                        **kwargs: Any) -> "Translator":
+        """A translator for checkpoint ``path``, or for an ensemble of several (a list, or
+        ``"a.pt:b.pt"``; ``toolkit.inference.checkpoint_paths``). See
+        ``toolkit.inference.load_for_inference`` for ``device``, ``plugin_options`` and
+        ``precision``; ``kwargs`` go to the constructor."""
+        _, task, model, _ = load_ensemble_for_inference(checkpoint_paths(path), plugins, device, plugin_options,
+                                                        precision)
         return cls(task, model, gen_cfg or GenerationConfig(), plugins, **kwargs)
 
     def translate(self, lines: Sequence[str]) -> list[Translation]:

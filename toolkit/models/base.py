@@ -14,6 +14,10 @@ class EncoderOutput:
     states: torch.Tensor  # (B, S, C_enc)
     padding_mask: torch.Tensor  # (B, S) True at padding
 
+    def select(self, rows: torch.Tensor) -> "EncoderOutput":
+        """Keep only the sentences ``rows`` (B',): when finished sentences leave a batch."""
+        return EncoderOutput(self.states[rows], self.padding_mask[rows])
+
 
 @dataclass
 class DecoderOutput:

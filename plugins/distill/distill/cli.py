@@ -3,7 +3,9 @@ r"""toolkit-distill: from a teacher checkpoint and a data folder to an evaluated
     toolkit-distill teacher=RUN/checkpoint_avg3.pt data=../shared/data/multi30k-task1 out=runs/kd \
         method=sequence student.model=transformer_student student.optimization.max_update=2000
 
-Settings are ``key=value``: ``teacher``, ``data`` (train/valid/test.{source,target}), ``out``,
+Settings are ``key=value``: ``teacher`` (a checkpoint, or an ensemble of several sharing their
+tokenizers joined by ``:``, ``a.pt:b.pt``: it decodes and teaches as the mean of their
+probabilities; engine toolkit only), ``data``  (train/valid/test.{source,target}), ``out``,
 ``source_lang`` (de), ``target_lang`` (en), ``method`` (sequence | word | both | real:
 the baseline, no distillation), ``engine``
 (toolkit | ctranslate2: the teacher's decoder for the training set), ``beam`` (5), ``batch``

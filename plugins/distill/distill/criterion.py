@@ -17,7 +17,7 @@ from toolkit.errors import ConfigError
 @dataclass
 class WordDistillConfig:
     _name: str = "word_distill"
-    teacher: str = "???"  # the teacher's checkpoint (same target vocabulary as the student's)
+    teacher: str = "???"  # the teacher's checkpoint, or several joined by ":" (an ensemble); same target vocabulary as the student's
     alpha: float = 0.5  # weight of the distillation term; 1 - alpha on the label-smoothed loss
     temperature: float = 1.0  # T, applied to both distributions; the term is scaled by T^2
     label_smoothing: float = 0.1

@@ -14,10 +14,11 @@ from toolkit.data.preprocess import DataError, read_lines
 from toolkit.errors import ConfigError
 from toolkit.files import atomic_write_text
 from toolkit.generation.workers import check_workers
+from toolkit.inference import checkpoint_paths
 from toolkit.training.distributed import init_distributed, shutdown
 
 from distill.stages import fingerprint, run_stage
-from distill.teacher import file_sha256
+from distill.teacher import teacher_sha256
 from distill.translate import read_chunks, translate_corpus
 
 logger = logging.getLogger("toolkit-distill")
@@ -57,10 +58,15 @@ def check(settings: DistillSettings) -> None:
     check_workers(settings.workers)
     if settings.engine not in ("toolkit", "ctranslate2"):
         raise ConfigError(f"engine must be toolkit or ctranslate2, got {settings.engine!r}")
-    try:  # missing, truncated or not a checkpoint: named before any cache is touched
-        load_checkpoint(settings.teacher)
-    except CheckpointError as error:
-        raise CheckpointError(f"the teacher: {error}") from None
+    members = checkpoint_paths(settings.teacher)
+    if len(members) > 1 and settings.engine != "toolkit":
+        raise ConfigError(f"engine={settings.engine} decodes one model: an ensemble teacher "
+                          f"({len(members)} checkpoints) needs engine=toolkit")
+    for member in members:
+        try:  # missing, truncated or not a checkpoint: named before any cache is touched
+            load_checkpoint(member)
+        except CheckpointError as error:
+            raise CheckpointError(f"the teacher: {error}") from None
     for split in ("train", "valid", "test"):
         for lang in (settings.source_lang, settings.target_lang):
             if not (settings.data / f"{split}.{lang}").is_file():
@@ -75,7 +81,7 @@ def distill(settings: DistillSettings) -> dict:
     after training."""
     check(settings)
     context = init_distributed("auto")
-    teacher_hash = file_sha256(settings.teacher)
+    teacher_hash = teacher_sha256(settings.teacher)
     records = {}
     sources = settings.data / f"train.{settings.source_lang}"
     targets = settings.data / f"train.{settings.target_lang}"
@@ -146,7 +152,7 @@ def train_student(settings: DistillSettings, folder: Path, teacher_hash: str) ->
     from toolkit.training.train import train
 
     overrides = [f"task.data={settings.out / 'corpus'}", f"task.source_lang={settings.source_lang}",
-                 f"task.target_lang={settings.target_lang}", f"task.tokenizers_from={settings.teacher}",
+                 f"task.target_lang={settings.target_lang}", f"task.tokenizers_from={checkpoint_paths(settings.teacher)[0]}",
                  f"task.destdir={folder / 'data-bin'}", f"checkpoint.save_dir={folder}"]
     if settings.method in ("word", "both"):
         overrides += ["criterion=word_distill", f"criterion.teacher={settings.teacher}",

@@ -10,7 +10,7 @@ from toolkit.models.architectures import transformer_small
 from toolkit.models.transformer import TransformerConfig
 
 from distill.criterion import WordDistillConfig, WordDistillCriterion
-from distill.teacher import check_vocabulary, file_sha256, load_teacher
+from distill.teacher import check_vocabulary, load_teacher, teacher_sha256
 
 NAME = "distill"
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def toolkit_train_begin(trainer) -> None:
     teacher_task, teacher = load_teacher(path, trainer.device, trainer.plugins)
     check_vocabulary(teacher_task, trainer.task, path)
     criterion.set_teacher(teacher)
-    criterion.record = {"method": "word", "teacher": str(path), "teacher_sha256": file_sha256(path),
+    criterion.record = {"method": "word", "teacher": str(path), "teacher_sha256": teacher_sha256(path),
                         "alpha": criterion.cfg.alpha, "temperature": criterion.cfg.temperature}
     logger.info("teacher %s: %s parameters, frozen, on %s", path, f"{teacher.num_parameters():,}", trainer.device)
 

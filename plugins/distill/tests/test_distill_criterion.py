@@ -122,3 +122,29 @@ def test_a_teacher_with_another_vocabulary_is_refused_before_training(trained_ru
         train(compose_train_config([*STUDENT, "criterion=word_distill", f"criterion.teacher={tmp_path / 'none.pt'}",
                                     "optimization.max_update=2", f"checkpoint.save_dir={tmp_path / 'student2'}"]),
               session())
+
+
+def test_an_ensemble_teacher_is_frozen_and_teaches_the_mean_of_its_members(trained_run):
+    """teacher=a.pt:b.pt: both members frozen; the KD loss is the KL to the mean distribution,
+    zero for a student that is that mean (the same model twice)."""
+    from toolkit.models.ensemble import EnsembleModel
+
+    from distill.teacher import load_teacher, teacher_sha256
+
+    first, last = trained_run / "checkpoint1.pt", trained_run / "checkpoint_last.pt"
+    _, teacher = load_teacher(f"{first}:{last}", torch.device("cpu"))
+    assert isinstance(teacher, EnsembleModel) and len(teacher.members) == 2
+    assert all(not p.requires_grad for p in teacher.parameters()) and not teacher.training
+    assert teacher_sha256(f"{first}:{last}") not in (file_sha256(first), file_sha256(last), teacher_sha256(f"{last}:{first}"))
+
+    _, task, model, _ = load_for_inference(last, device="cpu")
+    src = torch.tensor([[5, 6, 7, task.src_dict.eos]])
+    prev = torch.tensor([[task.tgt_dict.bos, 8, 9]])
+    sample = {"net_input": {"src_tokens": src, "src_lengths": torch.tensor([4]), "prev_output_tokens": prev},
+              "target": torch.tensor([[8, 9, task.tgt_dict.eos]]), "ntokens": 3, "nsentences": 1}
+    criterion = WordDistillCriterion(WordDistillConfig(alpha=1.0, temperature=1.0, label_smoothing=0.0),
+                                     task.tgt_dict.pad)
+    criterion.set_teacher(EnsembleModel([model, model]))
+    assert abs(criterion(model, sample)[0].item()) < 1e-4
+    criterion.set_teacher(teacher)  # the mean of two different models is not the student
+    assert criterion(model, sample)[0].item() > 1e-3

@@ -204,3 +204,24 @@ def test_interpolation_needs_the_teachers_outputs(trained_run, small_data, tmp_p
                       "source_lang=src", "target_lang=tgt", "method=word", "interpolate=true"])
     assert "interpolate=true chooses among the teacher's outputs: it needs method=sequence or both" in capsys.readouterr().err
     assert not (tmp_path / "kd").exists()
+
+
+def test_an_ensemble_teacher_translates_as_the_mean_of_its_members(trained_run, small_data, tmp_path, capsys,
+                                                                   clean_config_store):
+    from toolkit.generation.generator import GenerationConfig
+    from toolkit.generation.translator import Translator
+
+    from distill.teacher import teacher_sha256
+
+    members = [trained_run / "checkpoint1.pt", trained_run / "checkpoint_last.pt"]
+    teacher, out = ":".join(str(p) for p in members), tmp_path / "kd"
+    run(teacher, small_data, out, "student.optimization.max_update=2")
+    sources = read_lines(small_data / "train.src")[:50]
+    expected = Translator.from_checkpoint(members, GenerationConfig(beam=2)).translate(sources)
+    assert read_chunks(out / "translate")[:50] == [t.text for t in expected]
+    assert load_checkpoint(out / "student.pt")["distilled_from"]["teacher_sha256"] == teacher_sha256(teacher)
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        distill_main([f"teacher={teacher}", f"data={small_data}", f"out={out}", "engine=ctranslate2"])
+    assert "an ensemble teacher (2 checkpoints) needs engine=toolkit" in capsys.readouterr().err
