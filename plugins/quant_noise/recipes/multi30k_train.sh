@@ -14,8 +14,8 @@
 #          centroid-ft: the fine-tuning with the exact product-quantization noise (scheme
 #          centroid: a noised block takes its nearest of 256 centroids, k-means every 100 uses);
 #          centroid: that noise from scratch for UPDATES updates; default plain noise, in that order.
-# Environment: UPDATES (3000), FT_UPDATES (300), FT_LR (1e-4), THREADS (2), RATE (0.1). Wall-clock goes to
-# RUNS/MODEL/seconds.
+# Environment: UPDATES (3000), FT_UPDATES (300), FT_LR (1e-4), THREADS (2), RATE (0.1), SEED (1:
+# common.seed, e.g. a second plain model for an ensemble). Wall-clock goes to RUNS/MODEL/seconds.
 set -euo pipefail
 DATA=${1:?data folder}
 RUNS=${2:?runs folder}
@@ -50,7 +50,7 @@ for name in $MODELS; do
     if [ -f "$RUNS/$name/seconds" ]; then echo "$RUNS/$name: done"; continue; fi
     start=$(date +%s)
     toolkit-train task=multi30k_de_en task.data="$DATA" model=transformer_small ${args[@]+"${args[@]}"} \
-        common.threads="$THREADS" optimization.max_update="$updates" optimization.max_time_minutes=0 \
+        common.threads="$THREADS" common.seed="${SEED:-1}" optimization.max_update="$updates" optimization.max_time_minutes=0 \
         checkpoint.save_dir="$RUNS/$name" common.log_interval=100
     echo $(( $(date +%s) - start )) > "$RUNS/$name/seconds"
     if [ "$updates" = "$UPDATES" ]; then
