@@ -76,7 +76,7 @@ def no_model(monkeypatch):
         raise AssertionError("the checkpoint was read")
 
     monkeypatch.setattr(generate_module, "load_checked", refuse, raising=False)
-    monkeypatch.setattr(generate_module, "load_for_inference", refuse)
+    monkeypatch.setattr(generate_module, "load_ensemble_for_inference", refuse)
 
 
 def generate_config(*overrides):
@@ -123,7 +123,7 @@ def test_missing_split_files_are_refused_before_the_model_is_built(tmp_path, mon
     def refuse(*args, **kwargs):
         raise AssertionError("the model was built")
 
-    monkeypatch.setattr(generate_module, "load_for_inference", refuse)
+    monkeypatch.setattr(generate_module, "load_ensemble_for_inference", refuse)
     with pytest.raises(FileNotFoundError, match=rf"split 'test': source file {tmp_path / 'text' / 'test.de'} does"):
         generate(generate_config(f"path={path}", "split=test"))
 
