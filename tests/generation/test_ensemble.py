@@ -16,6 +16,8 @@ from toolkit.generation.translator import Translator
 from toolkit.inference import checkpoint_paths, load_ensemble_for_inference, load_for_inference
 from toolkit.models.ensemble import EnsembleModel
 
+from tests.generation.test_generator import _greedy_by_full_forward
+
 
 @pytest.fixture(scope="module")
 def members(trained_run):
@@ -26,29 +28,16 @@ def members(trained_run):
     return paths, loaded[0][1], [m for _, _, m, _ in loaded], sources
 
 
-def _greedy_by_mean_of_full_forwards(models, task, source: str, max_len: int) -> list[int]:
-    """Reference: every step, each model's whole-prefix forward, probabilities averaged."""
-    d = task.tgt_dict
-    src = torch.tensor([task.src_tokenizer.encode([source])[0] + [d.eos]])
-    prefix = [d.bos]
-    for step in range(max_len + 1):
-        probs = sum(m.log_probs(m(src, None, torch.tensor([prefix])).logits[0, -1]).exp() for m in models)
-        lprobs = (probs / len(models)).log()
-        lprobs[[d.bos, d.pad]] = float("-inf")
-        token = d.eos if step == max_len else int(lprobs.argmax())
-        prefix.append(token)
-        if token == d.eos:
-            break
-    return prefix[1:]
-
-
 def test_greedy_ensemble_takes_the_argmax_of_the_mean_probability(members):
+    """Incremental decoding against whole-prefix forwards of the ensemble, whose teacher-forced
+    output is the mean distribution (checked against the members below)."""
     _, task, models, sources = members
-    results = Translator(task, EnsembleModel(models), GenerationConfig(beam=1)).translate(sources[:10])
+    ensemble = EnsembleModel(models)
+    results = Translator(task, ensemble, GenerationConfig(beam=1)).translate(sources[:10])
     with torch.inference_mode():
         for source, result in zip(sources[:10], results):
             max_len = int(1.2 * (len(task.src_tokenizer.encode([source])[0]) + 1) + 10)
-            assert result.hypotheses[0].tokens.tolist() == _greedy_by_mean_of_full_forwards(models, task, source, max_len)
+            assert result.hypotheses[0].tokens.tolist() == _greedy_by_full_forward(ensemble, task, source, max_len)
 
 
 def test_the_ensemble_scores_differ_from_each_members(members):
