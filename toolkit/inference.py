@@ -10,10 +10,11 @@ from typing import Any, Mapping, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from toolkit.checkpoint import CheckpointError, describe, load_checked
+from toolkit.checkpoint import CheckpointError, describe, load_checked, same_state
 from toolkit.config import merge_plugin_options, resolve_plugin_options
 from toolkit.devices import check_placement, resolve_device
-from toolkit.models.ensemble import EnsembleModel, check_same_vocabularies
+from toolkit.errors import ConfigError
+from toolkit.models.ensemble import EnsembleModel
 from toolkit.plugins import PluginSession, get_plugins
 from toolkit.precision import dtype_of
 
@@ -97,6 +98,18 @@ def load_ensemble_for_inference(paths: Sequence[str | os.PathLike], plugins: Plu
     loaded = [load_for_inference(p, plugins, device, plugin_options, precision, state=s) for p, s in zip(paths, states)]
     cfg, task, _, state = loaded[0]
     return cfg, task, EnsembleModel([model for _, _, model, _ in loaded]).eval(), state
+
+
+def check_same_vocabularies(task_states: Sequence[Mapping[str, Any]], names: Sequence[str]) -> None:
+    """Fail naming the first checkpoint whose tokenizers (and so vocabularies) differ from the
+    first's: an ensemble averages distributions over one target vocabulary, read from one
+    segmentation of the source. ``task_states``: each checkpoint's ``state["task"]``."""
+    first = task_states[0]
+    for state, name in zip(task_states[1:], names[1:]):
+        for side, which in (("src_tokenizer", "source"), ("tgt_tokenizer", "target")):
+            if not same_state(first.get(side), state.get(side)):
+                raise ConfigError(f"cannot ensemble {names[0]} with {name}: their {which} tokenizers or "
+                                  f"vocabularies differ (an ensemble's models must share them)")
 
 
 def describe_checkpoints(paths: Sequence[str | os.PathLike], model: torch.nn.Module) -> str:

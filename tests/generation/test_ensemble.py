@@ -1,5 +1,6 @@
 """Ensembles: several checkpoints decoding as one (the mean of their probabilities at each step)."""
 
+import copy
 import math
 from pathlib import Path
 
@@ -120,5 +121,9 @@ def test_exit_policies_and_single_member_ensembles_are_refused(members):
 def test_max_positions_is_the_smallest_members(members):
     _, _, models, _ = members
     assert EnsembleModel(models).max_positions() == models[0].max_positions()
+    shorter = copy.deepcopy(models[0])
+    shorter.max_positions = lambda: (10, 12)  # a member with fewer positions, in either order
+    assert EnsembleModel([shorter, models[1]]).max_positions() == (10, 12)
+    assert EnsembleModel([models[1], shorter]).max_positions() == (10, 12)
     assert math.isclose(sum(p.numel() for p in EnsembleModel(models).parameters()),
                         sum(m.num_parameters() for m in models))

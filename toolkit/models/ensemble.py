@@ -4,8 +4,9 @@
 encoder, a decoder with incremental state, ``log_probs`` and ``max_positions``. At every step
 the members decode the same prefix from their own encoder outputs and caches, and the ensemble
 scores each token with log((1/M) sum_m p_m(token)), the mean of the members' probabilities (as
-fairseq's ensembles do). The members must share their vocabularies (``check_same_vocabularies``:
-the loaders compare the checkpoints' tokenizers); depth and width may differ.
+fairseq's ensembles do). The members must share their vocabularies
+(``toolkit.inference.check_same_vocabularies`` compares the checkpoints' tokenizers); depth and
+width may differ.
 
 Teacher-forced ``forward`` returns the same mean in ``logits`` (normalized log-probabilities),
 so a criterion that reads a teacher's distribution can take an ensemble as its teacher.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -127,24 +128,3 @@ def refuse_exit_policy(model: nn.Module, exit_policy) -> None:
     if exit_policy is not None and isinstance(model, EnsembleModel):
         raise ConfigError("exit policies decode one model's blocks: an ensemble decodes at full depth "
                           "(drop generation.exit_policy, or decode one checkpoint)")
-
-
-def check_same_vocabularies(task_states: Sequence[Mapping[str, Any]], names: Sequence[str]) -> None:
-    """Fail naming the first checkpoint whose tokenizers (and so vocabularies) differ from the
-    first's: an ensemble averages distributions over one target vocabulary, read from one
-    segmentation of the source. ``task_states``: each checkpoint's ``state["task"]``."""
-    first = task_states[0]
-    for state, name in zip(task_states[1:], names[1:]):
-        for side, which in (("src_tokenizer", "source"), ("tgt_tokenizer", "target")):
-            if not _same(first.get(side), state.get(side)):
-                raise ConfigError(f"cannot ensemble {names[0]} with {name}: their {which} tokenizers or "
-                                  f"vocabularies differ (an ensemble's models must share them)")
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equality of nested dicts, lists and tensors."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    return a == b
