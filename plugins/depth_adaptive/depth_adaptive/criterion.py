@@ -10,6 +10,13 @@
 
 In eval mode (validation) both report the aligned loss, which is deterministic.
 
+**Self-distillation** (``exit_distill_weight`` beta > 0; Phuong and Lampert, *Distillation-Based
+Training for Multi-Exit Architectures*, ICCV 2019): a token predicted below the last block learns
+(1 - beta) times its smoothed loss plus beta times KL(p_N || p_n), the last block's distribution
+detached, so the low exits learn what the full depth predicts rather than the data alone. Aligned
+training takes p_N from the same forward; mixed training from one more forward of the batch at
+full depth, without gradients.
+
 With a halting classifier on the model (``plugins.options.depth_adaptive.halting``), aligned
 training adds alpha L_exit, L_exit = sum_t H(q*_t, q_t): the cross-entropy of the halting
 distribution against the oracle's exit (``depth_adaptive.oracles``). The classifier reads the
@@ -26,6 +33,7 @@ import torch
 from torch import nn
 
 from toolkit.criterions.base import Criterion
+from toolkit.criterions.distillation import distillation_loss
 from toolkit.criterions.label_smoothed_cross_entropy import label_smoothed_cross_entropy
 from toolkit.errors import ConfigError
 
@@ -45,6 +53,7 @@ class DepthAdaptiveCriterionConfig:
     oracle: str = "likelihood"  # likelihood | correctness
     oracle_lambda: float = 0.0  # lambda: the oracle's penalty per block of depth
     oracle_sigma: float = 1.0  # sigma of the token oracle's smoothing kernel exp(-|t-t'|^2/sigma); 0: none
+    exit_distill_weight: float = 0.0  # beta: weight of KL(last block || exit block) for exits below the last; 0: off
 
 
 class DepthAdaptiveCriterion(Criterion):
@@ -62,6 +71,8 @@ class DepthAdaptiveCriterion(Criterion):
             raise ConfigError(f"criterion.samples must be >= 1, got {cfg.samples}")
         if any(w < 0 for w in cfg.block_weights) or (cfg.block_weights and sum(cfg.block_weights) <= 0):
             raise ConfigError(f"criterion.block_weights must be >= 0 with a positive sum, got {cfg.block_weights}")
+        if not 0.0 <= cfg.exit_distill_weight <= 1.0:
+            raise ConfigError(f"criterion.exit_distill_weight must be in [0, 1], got {cfg.exit_distill_weight}")
         self.cfg, self.padding_idx = cfg, padding_idx
 
     def forward(self, model: nn.Module, sample: dict[str, Any]) -> tuple[torch.Tensor, float, dict[str, Any]]:
@@ -84,21 +95,39 @@ class DepthAdaptiveCriterion(Criterion):
         target = sample["target"]  # (B, T)
         halting = getattr(model, "halting", None)
         total, logging_output, scores = 0.0, {}, []
+        top = out.logits.detach()  # (B, T, V): the self-distillation teacher
+        distilled = 0.0
         for n, hidden in enumerate(out.hidden_states):  # hidden: (B, T, C)
             logits = out.logits if n == blocks - 1 else model.decoder.project(hidden, n)  # (B, T, V)
             loss, nll = label_smoothed_cross_entropy(logits.view(-1, logits.size(-1)), target.view(-1),
                                                      self.cfg.label_smoothing, self.padding_idx)
+            if n < blocks - 1 and self.cfg.exit_distill_weight > 0:
+                loss, kl = self._with_distillation(loss, logits, top, target)
+                distilled = distilled + kl
             total = total + weights[n] * loss
             logging_output[f"nll_block{n + 1}"] = nll.detach()
             if halting is not None:
                 scores.append(self._token_score(logits.detach(), target))
         loss = total / sum(weights)
+        if self.cfg.exit_distill_weight > 0 and blocks > 1:
+            logging_output["exit_distill"] = distilled.detach() / (blocks - 1)  # KL summed over tokens, mean over exits
         if halting is not None and self.training:
             exit_loss, oracle_exit = self.halting_loss(halting, out, torch.stack(scores, dim=-1), target)
             loss = loss + self.cfg.halting_weight * exit_loss
             logging_output.update(exit_loss=exit_loss.detach(), oracle_exit=oracle_exit)
         return loss, sample["ntokens"], self._logging(loss, logging_output[f"nll_block{blocks}"], sample,
                                                       logging_output)
+
+    def _with_distillation(self, loss: torch.Tensor, logits: torch.Tensor, top: torch.Tensor,
+                           target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """((1 - beta) loss + beta KL(top || logits), the KL) over target's non-padding tokens.
+
+        :param logits: (B, T, V) an exit's; :param top: (B, T, V) the last block's, detached.
+        """
+        kl = distillation_loss(logits.view(-1, logits.size(-1)), top.view(-1, top.size(-1)), target.reshape(-1),
+                               1.0, self.padding_idx)
+        beta = self.cfg.exit_distill_weight
+        return (1.0 - beta) * loss + beta * kl, kl
 
     def _token_score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(B, T) the oracle's score of one block: gold log-probability, or 1 if its argmax is gold."""
@@ -135,10 +164,34 @@ class DepthAdaptiveCriterion(Criterion):
             exits = torch.randint(1, blocks + 1, target.repeat(copies, 1).shape, device=target.device)
         with copied_above_exits(model.decoder, exits):
             out = model(**repeated, return_all_hiddens=True)  # the last block's state of token t is block n_t's
-        logits = exit_logits(model.decoder, out.logits, out.hidden_states[-1], exits)
-        loss, nll = label_smoothed_cross_entropy(logits.view(-1, logits.size(-1)), target.repeat(copies, 1).view(-1),
-                                                 self.cfg.label_smoothing, self.padding_idx)
-        return loss / copies, sample["ntokens"], self._logging(loss / copies, nll / copies, sample, {})
+        logits = exit_logits(model.decoder, out.logits, out.hidden_states[-1], exits)  # (M*B, T, V)
+        targets = target.repeat(copies, 1)  # (M*B, T)
+        if self.cfg.exit_distill_weight > 0:
+            loss, nll, kl = self._mixed_distilled(model, net_input, logits, targets, exits, blocks)
+            extra = {"exit_distill": kl.detach() / copies}
+        else:
+            loss, nll = label_smoothed_cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1),
+                                                     self.cfg.label_smoothing, self.padding_idx)
+            extra = {}
+        return loss / copies, sample["ntokens"], self._logging(loss / copies, nll / copies, sample, extra)
+
+    def _mixed_distilled(self, model: nn.Module, net_input: dict[str, torch.Tensor], logits: torch.Tensor,
+                         targets: torch.Tensor, exits: torch.Tensor,
+                         blocks: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, nll, KL) summed: tokens at the last block get the smoothed loss, the others
+        (1 - beta) of it plus beta KL(full depth || their exit); the full depth's distribution
+        comes from a forward of the batch (B rows, not M*B) without copying or gradients."""
+        with torch.no_grad():
+            top = model(**net_input).logits  # (B, T, V)
+        top = top.repeat(logits.size(0) // top.size(0), 1, 1)  # (M*B, T, V)
+        flat = logits.view(-1, logits.size(-1))
+        at_top = targets.masked_fill(exits < blocks, self.padding_idx).view(-1)  # (M*B*T,)
+        below = targets.masked_fill(exits == blocks, self.padding_idx)  # (M*B, T)
+        top_loss, top_nll = label_smoothed_cross_entropy(flat, at_top, self.cfg.label_smoothing, self.padding_idx)
+        low_loss, low_nll = label_smoothed_cross_entropy(flat, below.view(-1), self.cfg.label_smoothing,
+                                                         self.padding_idx)
+        low_loss, kl = self._with_distillation(low_loss, logits, top, below)
+        return top_loss + low_loss, top_nll + low_nll, kl
 
     @staticmethod
     def _logging(loss: torch.Tensor, nll: torch.Tensor, sample: dict[str, Any], extra: dict) -> dict[str, Any]:
@@ -151,7 +204,7 @@ class DepthAdaptiveCriterion(Criterion):
         """The core's metrics plus each block's NLL per token (``nll_block{n}``)."""
         metrics = Criterion.reduce_metrics(totals)
         ntokens = max(totals.get("ntokens", 0), 1)
-        for key in sorted(k for k in totals if k.startswith("nll_block") or k in ("exit_loss", "oracle_exit")):
+        for key in sorted(k for k in totals if k.startswith("nll_block") or k in ("exit_loss", "oracle_exit", "exit_distill")):
             metrics[key] = totals[key] / ntokens  # oracle_exit: the average oracle exit block
         if "nll_loss" in metrics:
             metrics["ppl"] = math.exp(min(metrics["nll_loss"], 100.0))

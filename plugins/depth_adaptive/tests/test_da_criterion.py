@@ -57,6 +57,89 @@ def test_mixed_with_every_token_exiting_at_block_n_is_the_depth_n_model(block):
                                         rel=1e-5)
 
 
+def reference_kl(top: torch.Tensor, logits: torch.Tensor, sample: dict) -> torch.Tensor:
+    """KL(softmax(top) || softmax(logits)) summed over the target's non-padding tokens."""
+    keep = sample["target"].ne(VOCAB.pad)
+    teacher, student = torch.log_softmax(top.double(), -1), torch.log_softmax(logits.double(), -1)
+    return (teacher.exp() * (teacher - student)).sum(-1)[keep].sum()
+
+
+def truncated_logits(model, sample: dict, blocks: int) -> torch.Tensor:
+    truncated = copy.deepcopy(model)
+    del truncated.decoder.layers[blocks:]
+    return truncated(**sample["net_input"]).logits
+
+
+def test_self_distillation_mixes_each_low_exits_loss_with_its_kl_to_the_last_block():
+    beta, model, sample = 0.25, tiny_model(), tiny_batch()
+    criterion = DepthAdaptiveCriterion(DepthAdaptiveCriterionConfig(exit_distill_weight=beta), VOCAB.pad)
+    loss, _, logging_output = criterion(model, sample)
+    top, expected, kls = model(**sample["net_input"]).logits, 0.0, 0.0
+    for n in range(1, BLOCKS + 1):
+        logits = truncated_logits(model, sample, n)
+        block_loss = reference_loss(logits, sample)
+        if n < BLOCKS:
+            kls += reference_kl(top, logits, sample)
+            block_loss = (1 - beta) * block_loss + beta * reference_kl(top, logits, sample)
+        expected += block_loss
+    assert loss.item() == pytest.approx(expected.item() / BLOCKS, rel=1e-5)
+    assert logging_output["exit_distill"].item() == pytest.approx(kls.item() / (BLOCKS - 1), rel=1e-4)
+
+
+def test_the_last_block_teaches_without_learning_from_its_students():
+    model, sample = tiny_model(), tiny_batch()
+    only_block1 = DepthAdaptiveCriterionConfig(exit_distill_weight=1.0, block_weights=[1.0] + [0.0] * (BLOCKS - 1))
+    DepthAdaptiveCriterion(only_block1, VOCAB.pad)(model, sample)[0].backward()  # KL(top || block 1) alone
+    assert model.decoder.layers[0].self_attn.in_proj_weight.grad.abs().sum() > 0
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.decoder.layers[1:].parameters())
+
+
+def test_distilling_block_1_alone_brings_it_to_the_last_blocks_distribution():
+    model, sample = tiny_model(seed=2), tiny_batch(rows=8, seed=4)
+    config = DepthAdaptiveCriterionConfig(exit_distill_weight=1.0, block_weights=[1.0] + [0.0] * (BLOCKS - 1))
+    criterion = DepthAdaptiveCriterion(config, VOCAB.pad)
+
+    def block1_kl() -> float:
+        with torch.no_grad():
+            return reference_kl(model(**sample["net_input"]).logits, truncated_logits(model, sample, 1), sample).item()
+
+    before, optimizer = block1_kl(), torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(40):
+        optimizer.zero_grad()
+        criterion(model, sample)[0].backward()
+        optimizer.step()
+    assert block1_kl() < 0.2 * before
+
+
+@pytest.mark.parametrize("block", [1, 2, BLOCKS])
+def test_mixed_self_distillation_teaches_the_tokens_below_the_last_block(block):
+    beta, model, sample = 0.5, tiny_model(), tiny_batch()
+    config = DepthAdaptiveCriterionConfig(mode="mixed", samples=2, exit_distill_weight=beta)
+    criterion = DepthAdaptiveCriterion(config, VOCAB.pad).train()
+    exits = torch.full((2 * sample["target"].size(0), sample["target"].size(1)), block)
+    loss, _, logging_output = criterion.mixed(model, sample, exits=exits)
+    logits = truncated_logits(model, sample, block)
+    expected = reference_loss(logits, sample)
+    if block < BLOCKS:
+        kl = reference_kl(model(**sample["net_input"]).logits, logits, sample)
+        expected = (1 - beta) * expected + beta * kl
+        assert logging_output["exit_distill"].item() == pytest.approx(kl.item(), rel=1e-4)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert logging_output["nll_loss"].item() == pytest.approx(reference_nll(logits, sample), rel=1e-4)
+
+
+def test_mixed_self_distillation_keeps_the_nll_of_random_exits():
+    model, sample = tiny_model(), tiny_batch()
+    exits = torch.randint(1, BLOCKS + 1, (3 * 3, 6), generator=torch.Generator().manual_seed(5))
+    plain, distilled = (DepthAdaptiveCriterion(DepthAdaptiveCriterionConfig(mode="mixed", exit_distill_weight=beta),
+                                               VOCAB.pad).train() for beta in (0.0, 0.5))
+    _, _, plain_log = plain.mixed(model, sample, exits=exits)
+    loss, _, distilled_log = distilled.mixed(model, sample, exits=exits)
+    assert distilled_log["nll_loss"].item() == pytest.approx(plain_log["nll_loss"].item(), rel=1e-5)
+    assert loss.item() != pytest.approx(plain_log["loss"].item(), rel=1e-3)
+    assert distilled_log["exit_distill"].item() > 0
+
+
 def test_copying_returns_the_exit_state_above_the_exit_and_gradients_flow():
     model, sample = tiny_model(), tiny_batch()
     target = sample["target"]
@@ -114,7 +197,8 @@ def test_the_aligned_loss_trains_separate_classifiers():
 
 @pytest.mark.parametrize("settings, message", [
     ({"mode": "mixd"}, "mode must be one of"), ({"samples": 0}, "samples must be >= 1"),
-    ({"block_weights": [1.0, -1.0]}, "block_weights must be >= 0")])
+    ({"block_weights": [1.0, -1.0]}, "block_weights must be >= 0"),
+    ({"exit_distill_weight": 1.5}, "exit_distill_weight must be in")])
 def test_bad_settings_are_named(settings, message):
     with pytest.raises(ValueError, match=message):
         DepthAdaptiveCriterion(DepthAdaptiveCriterionConfig(**settings), VOCAB.pad)

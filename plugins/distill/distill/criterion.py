@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from toolkit.criterions.base import Criterion
+from toolkit.criterions.distillation import distillation_loss
 from toolkit.criterions.label_smoothed_cross_entropy import label_smoothed_cross_entropy
 from toolkit.errors import ConfigError
 
@@ -21,19 +21,6 @@ class WordDistillConfig:
     alpha: float = 0.5  # weight of the distillation term; 1 - alpha on the label-smoothed loss
     temperature: float = 1.0  # T, applied to both distributions; the term is scaled by T^2
     label_smoothing: float = 0.1
-
-
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
-                      temperature: float, ignore_index: int) -> torch.Tensor:
-    """T^2 * sum over non-padding positions of KL(p_teacher^T || p_student^T).
-
-    :param student_logits: (N, V); :param teacher_logits: (N, V); :param target: (N,) ids.
-    """
-    keep = target.ne(ignore_index)  # (N,)
-    student = F.log_softmax(student_logits[keep].float() / temperature, dim=-1)  # (K, V)
-    teacher = F.log_softmax(teacher_logits[keep].float() / temperature, dim=-1)  # (K, V)
-    kl = (teacher.exp() * (teacher - student)).sum()
-    return temperature**2 * kl
 
 
 class WordDistillCriterion(Criterion):

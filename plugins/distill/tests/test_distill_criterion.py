@@ -11,6 +11,7 @@ import torch
 
 from toolkit.checkpoint import CheckpointError, load_checkpoint
 from toolkit.config import compose_train_config
+from toolkit.criterions.distillation import distillation_loss
 from toolkit.generation.generator import GenerationConfig
 from toolkit.generation.translator import Translator
 from toolkit.inference import load_for_inference
@@ -18,7 +19,7 @@ from toolkit.plugins import load_plugins
 from toolkit.training.train import train
 
 import distill.plugin
-from distill.criterion import WordDistillConfig, WordDistillCriterion, distillation_loss
+from distill.criterion import WordDistillConfig, WordDistillCriterion
 from distill.teacher import file_sha256
 
 STUDENT = ["model.encoder_layers=1", "model.decoder_layers=1", "model.encoder_embed_dim=32",
