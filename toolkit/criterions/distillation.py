@@ -22,3 +22,34 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     teacher = F.log_softmax(teacher_logits[keep].float() / temperature, dim=-1)  # (K, V)
     kl = (teacher.exp() * (teacher - student)).sum()
     return temperature**2 * kl
+
+
+def smoothed_and_distilled(logits: torch.Tensor, target: torch.Tensor, teacher_log_probs: torch.Tensor,
+                           weight: torch.Tensor, epsilon: float,
+                           ignore_index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sum over non-padding rows of (1 - w) label-smoothed CE + w KL(teacher || softmax(logits)).
+
+    Both terms are cross-entropies against a target distribution (the smoothed one-hot and the
+    teacher's), so the row's loss is one cross-entropy against their mixture, less the constant
+    w H(teacher): one log-sum-exp over the vocabulary instead of a softmax for each term, and the
+    gradient is softmax(logits) - mixture. At temperature 1 (self-distillation, or word-level KD
+    at T = 1); rows with w = 0 cost the teacher nothing but a product.
+
+    :param logits: (N, V) the student's; :param target: (N,) gold ids, ``ignore_index`` where a
+        row does not count; :param teacher_log_probs: (N, V) without gradient; :param weight:
+        (N,) w per row, in [0, 1].
+    :return: the summed loss, the summed NLL of the gold ids and the summed KL over rows with w > 0.
+    """
+    z = logits.float()  # (N, V)
+    vocab = z.size(-1)
+    eps_i = epsilon / (vocab - 1)
+    lse = torch.logsumexp(z, dim=-1)  # (N,)
+    nll = lse - z.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (N,)
+    smoothed = (1.0 - epsilon - eps_i) * nll + eps_i * (vocab * lse - z.sum(-1))  # (N,)
+    teacher = teacher_log_probs.float()
+    probs = teacher.exp()  # (N, V)
+    entropy = -(probs * teacher).sum(-1)  # (N,)
+    kl = lse - (probs * z).sum(-1) - entropy  # (N,) CE(teacher, student) - H(teacher)
+    keep = target.ne(ignore_index)  # (N,)
+    loss = ((1.0 - weight) * smoothed + weight * kl).masked_select(keep).sum()
+    return loss, nll.detach().masked_select(keep).sum(), kl.detach().masked_select(keep & weight.gt(0)).sum()

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from toolkit.criterions.base import Criterion
-from toolkit.criterions.distillation import distillation_loss
+from toolkit.criterions.distillation import smoothed_and_distilled
 from toolkit.criterions.label_smoothed_cross_entropy import label_smoothed_cross_entropy
 from toolkit.errors import ConfigError
 
@@ -95,39 +95,33 @@ class DepthAdaptiveCriterion(Criterion):
         target = sample["target"]  # (B, T)
         halting = getattr(model, "halting", None)
         total, logging_output, scores = 0.0, {}, []
-        top = out.logits.detach()  # (B, T, V): the self-distillation teacher
-        distilled = 0.0
+        beta, distilled = self.cfg.exit_distill_weight, 0.0
+        if beta > 0:  # the self-distillation teacher: the last block, detached
+            teacher = torch.log_softmax(out.logits.detach().float(), dim=-1).view(-1, out.logits.size(-1))  # (B*T, V)
+            beta_rows = torch.full(target.view(-1).shape, beta, device=target.device)  # (B*T,)
         for n, hidden in enumerate(out.hidden_states):  # hidden: (B, T, C)
             logits = out.logits if n == blocks - 1 else model.decoder.project(hidden, n)  # (B, T, V)
-            loss, nll = label_smoothed_cross_entropy(logits.view(-1, logits.size(-1)), target.view(-1),
-                                                     self.cfg.label_smoothing, self.padding_idx)
-            if n < blocks - 1 and self.cfg.exit_distill_weight > 0:
-                loss, kl = self._with_distillation(loss, logits, top, target)
+            flat = logits.view(-1, logits.size(-1))
+            if n < blocks - 1 and beta > 0:
+                loss, nll, kl = smoothed_and_distilled(flat, target.view(-1), teacher, beta_rows,
+                                                       self.cfg.label_smoothing, self.padding_idx)
                 distilled = distilled + kl
+            else:
+                loss, nll = label_smoothed_cross_entropy(flat, target.view(-1), self.cfg.label_smoothing,
+                                                         self.padding_idx)
             total = total + weights[n] * loss
             logging_output[f"nll_block{n + 1}"] = nll.detach()
             if halting is not None:
                 scores.append(self._token_score(logits.detach(), target))
         loss = total / sum(weights)
-        if self.cfg.exit_distill_weight > 0 and blocks > 1:
-            logging_output["exit_distill"] = distilled.detach() / (blocks - 1)  # KL summed over tokens, mean over exits
+        if beta > 0 and blocks > 1:
+            logging_output["exit_distill"] = distilled / (blocks - 1)  # KL summed over tokens, mean over exits
         if halting is not None and self.training:
             exit_loss, oracle_exit = self.halting_loss(halting, out, torch.stack(scores, dim=-1), target)
             loss = loss + self.cfg.halting_weight * exit_loss
             logging_output.update(exit_loss=exit_loss.detach(), oracle_exit=oracle_exit)
         return loss, sample["ntokens"], self._logging(loss, logging_output[f"nll_block{blocks}"], sample,
                                                       logging_output)
-
-    def _with_distillation(self, loss: torch.Tensor, logits: torch.Tensor, top: torch.Tensor,
-                           target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """((1 - beta) loss + beta KL(top || logits), the KL) over target's non-padding tokens.
-
-        :param logits: (B, T, V) an exit's; :param top: (B, T, V) the last block's, detached.
-        """
-        kl = distillation_loss(logits.view(-1, logits.size(-1)), top.view(-1, top.size(-1)), target.reshape(-1),
-                               1.0, self.padding_idx)
-        beta = self.cfg.exit_distill_weight
-        return (1.0 - beta) * loss + beta * kl, kl
 
     def _token_score(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(B, T) the oracle's score of one block: gold log-probability, or 1 if its argmax is gold."""
@@ -168,7 +162,7 @@ class DepthAdaptiveCriterion(Criterion):
         targets = target.repeat(copies, 1)  # (M*B, T)
         if self.cfg.exit_distill_weight > 0:
             loss, nll, kl = self._mixed_distilled(model, net_input, logits, targets, exits, blocks)
-            extra = {"exit_distill": kl.detach() / copies}
+            extra = {"exit_distill": kl / copies}
         else:
             loss, nll = label_smoothed_cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1),
                                                      self.cfg.label_smoothing, self.padding_idx)
@@ -183,15 +177,11 @@ class DepthAdaptiveCriterion(Criterion):
         comes from a forward of the batch (B rows, not M*B) without copying or gradients."""
         with torch.no_grad():
             top = model(**net_input).logits  # (B, T, V)
-        top = top.repeat(logits.size(0) // top.size(0), 1, 1)  # (M*B, T, V)
-        flat = logits.view(-1, logits.size(-1))
-        at_top = targets.masked_fill(exits < blocks, self.padding_idx).view(-1)  # (M*B*T,)
-        below = targets.masked_fill(exits == blocks, self.padding_idx)  # (M*B, T)
-        top_loss, top_nll = label_smoothed_cross_entropy(flat, at_top, self.cfg.label_smoothing, self.padding_idx)
-        low_loss, low_nll = label_smoothed_cross_entropy(flat, below.view(-1), self.cfg.label_smoothing,
-                                                         self.padding_idx)
-        low_loss, kl = self._with_distillation(low_loss, logits, top, below)
-        return top_loss + low_loss, top_nll + low_nll, kl
+            teacher = torch.log_softmax(top.float(), dim=-1).repeat(logits.size(0) // top.size(0), 1, 1)  # (M*B, T, V)
+        beta_rows = exits.lt(blocks).to(teacher.dtype) * self.cfg.exit_distill_weight  # (M*B, T)
+        return smoothed_and_distilled(logits.view(-1, logits.size(-1)), targets.view(-1),
+                                      teacher.view(-1, teacher.size(-1)), beta_rows.view(-1),
+                                      self.cfg.label_smoothing, self.padding_idx)
 
     @staticmethod
     def _logging(loss: torch.Tensor, nll: torch.Tensor, sample: dict[str, Any], extra: dict) -> dict[str, Any]:

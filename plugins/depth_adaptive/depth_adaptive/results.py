@@ -1,7 +1,7 @@
 r"""The depth-adaptive tables on a test set: ``python -m depth_adaptive.results RUNS --data DATA``.
 
 RUNS holds the models of ``recipes/multi30k_train.sh`` (``depth1`` .. ``depth6`` baselines,
-``aligned``, ``aligned_low``, ``mixed``, ``halting``, each with ``checkpoint_last.pt``) and the
+``aligned``, ``aligned_low``, ``mixed``, their ``*_distill`` variants, ``halting``, each with ``checkpoint_last.pt``) and the
 thresholds tuned on the validation set (``RUNS/tuned/{confidence,entropy}.json``, and
 ``RUNS/tuned/RUN.json`` for each halting run, from
 ``toolkit-tune-exits``). It measures, on the test split:
@@ -33,7 +33,7 @@ from toolkit.precision import add_precision_argument
 from toolkit.scoring.bleu import score
 
 BASELINES = [f"depth{n}" for n in range(1, 7)]
-MULTI_EXIT = ["aligned", "aligned_low", "mixed"]
+MULTI_EXIT = ["aligned", "aligned_low", "mixed", "aligned_low_distill", "mixed_distill"]
 SEARCHES = {"beam5": 5, "greedy": 1}
 
 

@@ -7,7 +7,7 @@
 #          (test2016, decoded in this one process: run it on a quiet machine), plot; default all
 #          three. Also, not in the default: speed (training target tokens/s of the depth-6
 #          baseline, aligned and mixed at the training recipe's batch, alternating in two rounds
-#          on a quiet machine) and significance (each baseline against ALIGNED cut to its depth
+#          on a quiet machine; SPEED_MODELS picks others: aligned_distill, mixed_distill) and significance (each baseline against ALIGNED cut to its depth
 #          on valid and test: sacreBLEU's paired bootstrap, 1,000 resamples; outputs kept in
 #          RUNS/outputs).
 # Environment: THREADS (2), SAMPLES (12 random settings per policy), LIMIT (500 valid sentences),
@@ -46,13 +46,17 @@ for stage in $STAGES; do
                 --aligned "${ALIGNED:-aligned}" ;;
         speed)
             for round in 1 2; do
-                for name in depth6 aligned mixed; do
+                for name in ${SPEED_MODELS:-depth6 aligned mixed}; do
                     # options before the key=value overrides: argparse takes the overrides last
                     case $name in
                         depth6) args=(--arch transformer_small model.decoder_layers=6) ;;
                         aligned) args=(--arch transformer_depth_adaptive_small criterion=depth_adaptive) ;;
                         mixed) args=(--arch transformer_depth_adaptive_small criterion=depth_adaptive
                                      criterion.mode=mixed criterion.samples=3) ;;
+                        aligned_distill) args=(--arch transformer_depth_adaptive_small criterion=depth_adaptive
+                                               criterion.exit_distill_weight=0.5) ;;
+                        mixed_distill) args=(--arch transformer_depth_adaptive_small criterion=depth_adaptive
+                                             criterion.mode=mixed criterion.samples=3 criterion.exit_distill_weight=0.5) ;;
                     esac
                     echo "round $round: $name"
                     python scripts/benchmark_train.py --data "$DATA" --source-lang de --target-lang en \

@@ -6,15 +6,15 @@
 #   MODEL: depth1 depth2 depth3 depth6 (baselines: transformer_small with an n-block decoder),
 #          aligned, mixed (transformer_depth_adaptive_small, criterion depth_adaptive),
 #          aligned_low (aligned with block weights 6,5,4,3,2,1: the lower blocks weigh more),
-#          mixed_distill (mixed with self-distillation: exits below the last also learn the
-#          last block's distribution, weight BETA),
+#          mixed_distill, aligned_low_distill (mixed, aligned_low with self-distillation: exits
+#          below the last also learn the last block's distribution, weight BETA),
 #          halting (a geometric halting classifier trained for HALTING_UPDATES on the aligned
 #          model, everything else frozen), halting_RUN (the same on the model of RUN, e.g.
 #          halting_mixed), halting_RUN@TAG (the same, saved as RUNS/halting_RUN@TAG, for
 #          variants set by HALTING_ARGS); default all but aligned_low, in that order.
 # Environment: UPDATES (2000), THREADS (2), HALTING_FROM (aligned: the model halting starts
 #              from), SEED (1: common.seed, for repeats of a run in another RUNS folder),
-#              HALTING_UPDATES (500), BETA (0.5: mixed_distill's criterion.exit_distill_weight), HALTING_ARGS (extra overrides of halting runs, e.g.
+#              HALTING_UPDATES (500), BETA (0.5: the *_distill runs' criterion.exit_distill_weight), HALTING_ARGS (extra overrides of halting runs, e.g.
 #              "criterion.oracle_lambda=0.05 criterion.oracle=correctness").
 #              Each run's wall-clock goes to RUNS/MODEL/seconds.
 set -euo pipefail
@@ -34,6 +34,8 @@ for name in $MODELS; do
                            "criterion.block_weights=[6,5,4,3,2,1]") ;;
         mixed) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive criterion.mode=mixed
                      criterion.samples=3) ;;
+        aligned_low_distill) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive
+                                   "criterion.block_weights=[6,5,4,3,2,1]" criterion.exit_distill_weight="${BETA:-0.5}") ;;
         mixed_distill) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive criterion.mode=mixed
                              criterion.samples=3 criterion.exit_distill_weight="${BETA:-0.5}") ;;
         halting|halting_*|halting@*)  # halting_RUN[@TAG] starts from RUN, halting from HALTING_FROM
@@ -43,7 +45,7 @@ for name in $MODELS; do
                        +plugins.options.depth_adaptive.train_only_halting=true
                        checkpoint.finetune_from="$RUNS/$from/checkpoint_last.pt" checkpoint.finetune_strict=false
                        ${HALTING_ARGS:-}) ;;
-        *) echo "unknown model $name (depthN, aligned, aligned_low, mixed, mixed_distill, halting, halting_RUN)" >&2; exit 2 ;;
+        *) echo "unknown model $name (depthN, aligned, aligned_low, mixed, *_distill, halting, halting_RUN)" >&2; exit 2 ;;
     esac
     if [ -f "$RUNS/$name/seconds" ]; then echo "$RUNS/$name: done"; continue; fi
     start=$(date +%s)

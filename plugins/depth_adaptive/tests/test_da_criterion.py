@@ -90,7 +90,7 @@ def test_the_last_block_teaches_without_learning_from_its_students():
     model, sample = tiny_model(), tiny_batch()
     only_block1 = DepthAdaptiveCriterionConfig(exit_distill_weight=1.0, block_weights=[1.0] + [0.0] * (BLOCKS - 1))
     DepthAdaptiveCriterion(only_block1, VOCAB.pad)(model, sample)[0].backward()  # KL(top || block 1) alone
-    assert model.decoder.layers[0].self_attn.in_proj_weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.layers[0].parameters())
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.decoder.layers[1:].parameters())
 
 
