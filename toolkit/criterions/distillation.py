@@ -40,13 +40,13 @@ def smoothed_and_distilled(logits: torch.Tensor, target: torch.Tensor, teacher_l
         (N,) w per row, in [0, 1].
     :return: the summed loss, the summed NLL of the gold ids and the summed KL over rows with w > 0.
     """
-    z = logits.float()  # (N, V)
+    z = logits.float() if logits.element_size() < 4 else logits  # (N, V), at least float32
     vocab = z.size(-1)
     eps_i = epsilon / (vocab - 1)
     lse = torch.logsumexp(z, dim=-1)  # (N,)
     nll = lse - z.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (N,)
     smoothed = (1.0 - epsilon - eps_i) * nll + eps_i * (vocab * lse - z.sum(-1))  # (N,)
-    teacher = teacher_log_probs.float()
+    teacher = teacher_log_probs.to(z.dtype)
     probs = teacher.exp()  # (N, V)
     entropy = -(probs * teacher).sum(-1)  # (N,)
     kl = lse - (probs * z).sum(-1) - entropy  # (N,) CE(teacher, student) - H(teacher)
