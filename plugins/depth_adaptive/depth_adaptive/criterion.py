@@ -15,7 +15,9 @@ Training for Multi-Exit Architectures*, ICCV 2019): a token predicted below the 
 (1 - beta) times its smoothed loss plus beta times KL(p_N || p_n), the last block's distribution
 detached, so the low exits learn what the full depth predicts rather than the data alone. Aligned
 training takes p_N from the same forward; mixed training from one more forward of the batch at
-full depth, without gradients.
+full depth, without gradients. From the first update, the exits learn the untrained last block's
+flat distribution and the whole model slows down (README); ``exit_distill_start`` switches it on
+later (the plugin's train-step hook tells the criterion the update number).
 
 With a halting classifier on the model (``plugins.options.depth_adaptive.halting``), aligned
 training adds alpha L_exit, L_exit = sum_t H(q*_t, q_t): the cross-entropy of the halting
@@ -54,6 +56,7 @@ class DepthAdaptiveCriterionConfig:
     oracle_lambda: float = 0.0  # lambda: the oracle's penalty per block of depth
     oracle_sigma: float = 1.0  # sigma of the token oracle's smoothing kernel exp(-|t-t'|^2/sigma); 0: none
     exit_distill_weight: float = 0.0  # beta: weight of KL(last block || exit block) for exits below the last; 0: off
+    exit_distill_start: int = 0  # the update from which self-distillation counts (before it beta is 0)
 
 
 class DepthAdaptiveCriterion(Criterion):
@@ -73,7 +76,15 @@ class DepthAdaptiveCriterion(Criterion):
             raise ConfigError(f"criterion.block_weights must be >= 0 with a positive sum, got {cfg.block_weights}")
         if not 0.0 <= cfg.exit_distill_weight <= 1.0:
             raise ConfigError(f"criterion.exit_distill_weight must be in [0, 1], got {cfg.exit_distill_weight}")
+        if cfg.exit_distill_start < 0:
+            raise ConfigError(f"criterion.exit_distill_start must be >= 0, got {cfg.exit_distill_start}")
         self.cfg, self.padding_idx = cfg, padding_idx
+        self.num_updates = 0  # set by the plugin's train-step hook before each forward
+
+    @property
+    def exit_distill_weight(self) -> float:
+        """beta now: ``exit_distill_weight`` from update ``exit_distill_start`` on, 0 before."""
+        return self.cfg.exit_distill_weight if self.num_updates >= self.cfg.exit_distill_start else 0.0
 
     def forward(self, model: nn.Module, sample: dict[str, Any]) -> tuple[torch.Tensor, float, dict[str, Any]]:
         if self.cfg.mode == "mixed" and self.training:
@@ -95,7 +106,7 @@ class DepthAdaptiveCriterion(Criterion):
         target = sample["target"]  # (B, T)
         halting = getattr(model, "halting", None)
         total, logging_output, scores = 0.0, {}, []
-        beta, distilled = self.cfg.exit_distill_weight, 0.0
+        beta, distilled = self.exit_distill_weight, 0.0
         if beta > 0:  # the self-distillation teacher: the last block, detached
             teacher = torch.log_softmax(out.logits.detach().float(), dim=-1).view(-1, out.logits.size(-1))  # (B*T, V)
             beta_rows = torch.full(target.view(-1).shape, beta, device=target.device)  # (B*T,)
@@ -160,7 +171,7 @@ class DepthAdaptiveCriterion(Criterion):
             out = model(**repeated, return_all_hiddens=True)  # the last block's state of token t is block n_t's
         logits = exit_logits(model.decoder, out.logits, out.hidden_states[-1], exits)  # (M*B, T, V)
         targets = target.repeat(copies, 1)  # (M*B, T)
-        if self.cfg.exit_distill_weight > 0:
+        if self.exit_distill_weight > 0:
             loss, nll, kl = self._mixed_distilled(model, net_input, logits, targets, exits, blocks)
             extra = {"exit_distill": kl / copies}
         else:
@@ -178,7 +189,7 @@ class DepthAdaptiveCriterion(Criterion):
         with torch.no_grad():
             top = model(**net_input).logits  # (B, T, V)
             teacher = torch.log_softmax(top.float(), dim=-1).repeat(logits.size(0) // top.size(0), 1, 1)  # (M*B, T, V)
-        beta_rows = exits.lt(blocks).to(teacher.dtype) * self.cfg.exit_distill_weight  # (M*B, T)
+        beta_rows = exits.lt(blocks).to(teacher.dtype) * self.exit_distill_weight  # (M*B, T)
         return smoothed_and_distilled(logits.view(-1, logits.size(-1)), targets.view(-1),
                                       teacher.view(-1, teacher.size(-1)), beta_rows.view(-1),
                                       self.cfg.label_smoothing, self.padding_idx)

@@ -39,6 +39,14 @@ def toolkit_modify_model(model, cfg) -> None:
                                     cfg.model.decoder_embed_dim, options.halting_hidden)
 
 
+@hookimpl(wrapper=True)
+def toolkit_train_step(criterion, trainer):
+    """Tell the criterion which update this forward belongs to (``exit_distill_start``)."""
+    if isinstance(criterion, DepthAdaptiveCriterion):
+        criterion.num_updates = trainer.num_updates
+    return (yield)
+
+
 @hookimpl
 def toolkit_weights_loaded(model, cfg, origin: str) -> None:
     """``train_only_halting``: only the halting classifier trains (frozen before the optimizer exists)."""

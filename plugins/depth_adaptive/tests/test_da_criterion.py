@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import types
 
 import pytest
 import torch
@@ -111,6 +112,23 @@ def test_distilling_block_1_alone_brings_it_to_the_last_blocks_distribution():
     assert block1_kl() < 0.2 * before
 
 
+@pytest.mark.parametrize("mode", ["aligned", "mixed"])
+def test_the_train_step_hook_switches_self_distillation_on_at_its_start_update(mode, session):
+    model, sample = tiny_model(), tiny_batch()
+    criterion = DepthAdaptiveCriterion(DepthAdaptiveCriterionConfig(mode=mode, exit_distill_weight=0.5,
+                                                                    exit_distill_start=3), VOCAB.pad).train()
+    plain = DepthAdaptiveCriterion(DepthAdaptiveCriterionConfig(mode=mode), VOCAB.pad).train()
+    for update, distilled in ((2, False), (3, True)):
+        trainer = types.SimpleNamespace(num_updates=update)  # what the hook reads of the trainer
+        torch.manual_seed(0)
+        loss, _, logging_output = session.hook.toolkit_train_step(model=model, criterion=criterion, sample=sample,
+                                                                  trainer=trainer, validating=False)
+        torch.manual_seed(0)
+        plain_loss = plain(model, sample)[0]
+        assert ("exit_distill" in logging_output) == distilled
+        assert (loss.item() == pytest.approx(plain_loss.item(), rel=1e-6)) == (not distilled)
+
+
 @pytest.mark.parametrize("block", [1, 2, BLOCKS])
 def test_mixed_self_distillation_teaches_the_tokens_below_the_last_block(block):
     beta, model, sample = 0.5, tiny_model(), tiny_batch()
@@ -198,7 +216,8 @@ def test_the_aligned_loss_trains_separate_classifiers():
 @pytest.mark.parametrize("settings, message", [
     ({"mode": "mixd"}, "mode must be one of"), ({"samples": 0}, "samples must be >= 1"),
     ({"block_weights": [1.0, -1.0]}, "block_weights must be >= 0"),
-    ({"exit_distill_weight": 1.5}, "exit_distill_weight must be in")])
+    ({"exit_distill_weight": 1.5}, "exit_distill_weight must be in"),
+    ({"exit_distill_start": -1}, "exit_distill_start must be >= 0")])
 def test_bad_settings_are_named(settings, message):
     with pytest.raises(ValueError, match=message):
         DepthAdaptiveCriterion(DepthAdaptiveCriterionConfig(**settings), VOCAB.pad)
