@@ -14,7 +14,7 @@
 #          variants set by HALTING_ARGS); default all but aligned_low, in that order.
 # Environment: UPDATES (2000), THREADS (2), HALTING_FROM (aligned: the model halting starts
 #              from), SEED (1: common.seed, for repeats of a run in another RUNS folder),
-#              HALTING_UPDATES (500), BETA (0.5: the *_distill runs' criterion.exit_distill_weight), HALTING_ARGS (extra overrides of halting runs, e.g.
+#              HALTING_UPDATES (500), BETA (0.5: the *_distill runs' criterion.exit_distill_weight), DISTILL_START (0: their criterion.exit_distill_start), HALTING_ARGS (extra overrides of halting runs, e.g.
 #              "criterion.oracle_lambda=0.05 criterion.oracle=correctness").
 #              Each run's wall-clock goes to RUNS/MODEL/seconds.
 set -euo pipefail
@@ -35,9 +35,11 @@ for name in $MODELS; do
         mixed) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive criterion.mode=mixed
                      criterion.samples=3) ;;
         aligned_low_distill) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive
-                                   "criterion.block_weights=[6,5,4,3,2,1]" criterion.exit_distill_weight="${BETA:-0.5}") ;;
+                                   "criterion.block_weights=[6,5,4,3,2,1]" criterion.exit_distill_weight="${BETA:-0.5}"
+                                   criterion.exit_distill_start="${DISTILL_START:-0}") ;;
         mixed_distill) args=(model=transformer_depth_adaptive_small criterion=depth_adaptive criterion.mode=mixed
-                             criterion.samples=3 criterion.exit_distill_weight="${BETA:-0.5}") ;;
+                             criterion.samples=3 criterion.exit_distill_weight="${BETA:-0.5}"
+                             criterion.exit_distill_start="${DISTILL_START:-0}") ;;
         halting|halting_*|halting@*)  # halting_RUN[@TAG] starts from RUN, halting from HALTING_FROM
             from=${name%%@*}; from=${from#halting}; from=${from#_}; from=${from:-${HALTING_FROM:-aligned}}
             args=(model=transformer_depth_adaptive_small criterion=depth_adaptive
