@@ -1,6 +1,6 @@
-"""The distillation term shared by criteria that learn a distribution (Hinton et al.): word-level
-knowledge distillation from a teacher model (the distill plugin) and self-distillation of early
-exits from a model's own last block (the depth_adaptive plugin)."""
+"""Distillation terms for criteria that learn a teacher's distribution (Hinton et al.): the
+teacher may be another model (word-level knowledge distillation) or a part of the same model
+(self-distillation, e.g. early exits learning from the last block)."""
 
 from __future__ import annotations
 
@@ -25,19 +25,17 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 def smoothed_and_distilled(logits: torch.Tensor, target: torch.Tensor, teacher_log_probs: torch.Tensor,
-                           weight: torch.Tensor, epsilon: float,
+                           weight: torch.Tensor | float, epsilon: float,
                            ignore_index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sum over non-padding rows of (1 - w) label-smoothed CE + w KL(teacher || softmax(logits)).
 
     Both terms are cross-entropies against a target distribution (the smoothed one-hot and the
     teacher's), so the row's loss is one cross-entropy against their mixture, less the constant
-    w H(teacher): one log-sum-exp over the vocabulary instead of a softmax for each term, and the
-    gradient is softmax(logits) - mixture. At temperature 1 (self-distillation, or word-level KD
-    at T = 1); rows with w = 0 cost the teacher nothing but a product.
+    w H(teacher), and its gradient is softmax(logits) - mixture. At temperature 1.
 
     :param logits: (N, V) the student's; :param target: (N,) gold ids, ``ignore_index`` where a
         row does not count; :param teacher_log_probs: (N, V) without gradient; :param weight:
-        (N,) w per row, in [0, 1].
+        w in [0, 1], one for every row or (N,) one per row.
     :return: the summed loss, the summed NLL of the gold ids and the summed KL over rows with w > 0.
     """
     z = logits.float() if logits.element_size() < 4 else logits  # (N, V), at least float32
@@ -51,5 +49,6 @@ def smoothed_and_distilled(logits: torch.Tensor, target: torch.Tensor, teacher_l
     entropy = -(probs * teacher).sum(-1)  # (N,)
     kl = lse - (probs * z).sum(-1) - entropy  # (N,) CE(teacher, student) - H(teacher)
     keep = target.ne(ignore_index)  # (N,)
+    weight = torch.as_tensor(weight, dtype=z.dtype, device=z.device).expand_as(nll)  # (N,)
     loss = ((1.0 - weight) * smoothed + weight * kl).masked_select(keep).sum()
     return loss, nll.detach().masked_select(keep).sum(), kl.detach().masked_select(keep & weight.gt(0)).sum()

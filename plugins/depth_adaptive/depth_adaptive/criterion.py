@@ -109,12 +109,11 @@ class DepthAdaptiveCriterion(Criterion):
         beta, distilled = self.exit_distill_weight, 0.0
         if beta > 0:  # the self-distillation teacher: the last block, detached
             teacher = torch.log_softmax(out.logits.detach().float(), dim=-1).view(-1, out.logits.size(-1))  # (B*T, V)
-            beta_rows = torch.full(target.view(-1).shape, beta, device=target.device)  # (B*T,)
         for n, hidden in enumerate(out.hidden_states):  # hidden: (B, T, C)
             logits = out.logits if n == blocks - 1 else model.decoder.project(hidden, n)  # (B, T, V)
             flat = logits.view(-1, logits.size(-1))
             if n < blocks - 1 and beta > 0:
-                loss, nll, kl = smoothed_and_distilled(flat, target.view(-1), teacher, beta_rows,
+                loss, nll, kl = smoothed_and_distilled(flat, target.view(-1), teacher, beta,
                                                        self.cfg.label_smoothing, self.padding_idx)
                 distilled = distilled + kl
             else:

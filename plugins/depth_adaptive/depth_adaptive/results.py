@@ -1,8 +1,8 @@
 r"""The depth-adaptive tables on a test set: ``python -m depth_adaptive.results RUNS --data DATA``.
 
 RUNS holds the models of ``recipes/multi30k_train.sh`` (``depth1`` .. ``depth6`` baselines,
-``aligned``, ``aligned_low``, ``mixed``, their ``*_distill`` variants, ``halting``, each with ``checkpoint_last.pt``) and the
-thresholds tuned on the validation set (``RUNS/tuned/{confidence,entropy}.json``, and
+``aligned``, ``aligned_low``, ``mixed``, their ``*_distill`` variants, ``halting``, each with
+``checkpoint_last.pt``) and the thresholds tuned on the validation set (``RUNS/tuned/{confidence,entropy}.json``, and
 ``RUNS/tuned/RUN.json`` for each halting run, from
 ``toolkit-tune-exits``). It measures, on the test split:
 

@@ -7,9 +7,9 @@
 #          (test2016, decoded in this one process: run it on a quiet machine), plot; default all
 #          three. Also, not in the default: speed (training target tokens/s of the depth-6
 #          baseline, aligned and mixed at the training recipe's batch, alternating in two rounds
-#          on a quiet machine; SPEED_MODELS picks others: aligned_distill, mixed_distill) and significance (each baseline against ALIGNED cut to its depth
-#          on valid and test: sacreBLEU's paired bootstrap, 1,000 resamples; outputs kept in
-#          RUNS/outputs).
+#          on a quiet machine; SPEED_MODELS picks others: aligned_distill, mixed_distill) and
+#          significance (each baseline against ALIGNED cut to its depth on valid and test:
+#          sacreBLEU's paired bootstrap, 1,000 resamples; outputs kept in RUNS/outputs).
 # Environment: THREADS (2), SAMPLES (12 random settings per policy), LIMIT (500 valid sentences),
 #              ROUNDS (1 alternating round of the adaptive comparison), ALIGNED (aligned: the
 #              multi-exit run the confidence, entropy and patience policies decode).

@@ -14,8 +14,10 @@
 #          variants set by HALTING_ARGS); default all but aligned_low, in that order.
 # Environment: UPDATES (2000), THREADS (2), HALTING_FROM (aligned: the model halting starts
 #              from), SEED (1: common.seed, for repeats of a run in another RUNS folder),
-#              HALTING_UPDATES (500), BETA (0.5: the *_distill runs' criterion.exit_distill_weight), DISTILL_START (0: their criterion.exit_distill_start), HALTING_ARGS (extra overrides of halting runs, e.g.
-#              "criterion.oracle_lambda=0.05 criterion.oracle=correctness").
+#              HALTING_UPDATES (500), HALTING_ARGS (extra overrides of halting runs, e.g.
+#              "criterion.oracle_lambda=0.05 criterion.oracle=correctness"), BETA (0.5: the
+#              *_distill runs' criterion.exit_distill_weight), DISTILL_START (0: their
+#              criterion.exit_distill_start).
 #              Each run's wall-clock goes to RUNS/MODEL/seconds.
 set -euo pipefail
 DATA=${1:?data folder}
