@@ -9,7 +9,9 @@ Random search (Elbayad et al.): K threshold settings are drawn (one threshold pe
 threshold for the geometric ``halting`` classifier), plus a few uniform anchors; each decodes
 the validation split. The file holds every sample, the BLEU / cost frontier, full depth, and
 the chosen setting: the lowest decoding cost whose BLEU is within ``--max-bleu-drop`` of full
-depth. With ``--chance P`` a setting qualifies only when it is within that drop in at least
+depth. ``--refine N`` (``halting`` only: one threshold) then bisects N times between the chosen
+threshold and the nearest cheaper sample that did not qualify, so the choice is not limited to the
+thresholds the draw happened to hit. With ``--chance P`` a setting qualifies only when it is within that drop in at least
 a fraction P of 1,000 paired bootstrap resamples of the validation sentences (its ``chance``):
 one validation BLEU can sit within 0.3 of full depth by luck and a whole point below it on test.
 
@@ -25,6 +27,7 @@ import argparse
 import random
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -67,16 +70,46 @@ def frontier(points: list[dict]) -> list[dict]:
     return front
 
 
+def qualifies(point: dict, full_bleu: float, max_drop: float, chance: float | None) -> bool:
+    """Whether ``point`` may be chosen: the rule of ``choose``."""
+    return point["chance"] >= chance if chance is not None else point["bleu"] >= full_bleu - max_drop
+
+
 def choose(points: list[dict], full_bleu: float, max_drop: float, chance: float | None = None) -> dict:
     """The lowest cost within ``max_drop`` BLEU of full depth (else the best BLEU); with
     ``chance``, within it in at least that fraction of bootstrap resamples (each point's ``chance``)."""
-    if chance is None:
-        allowed = [p for p in points if p["bleu"] >= full_bleu - max_drop]
-    else:
-        allowed = [p for p in points if p["chance"] >= chance]
+    allowed = [p for p in points if qualifies(p, full_bleu, max_drop, chance)]
     if not allowed:
         return max(points, key=lambda p: p["bleu"])
     return min(allowed, key=lambda p: (p["cost"], -p["bleu"]))
+
+
+def refine_threshold(points: list[dict], measure: Callable[[dict], dict], passes: Callable[[dict], bool],
+                     steps: int) -> list[dict]:
+    """Bisect the one threshold of ``halting`` ``steps`` times between the cheapest qualifying
+    point and the sample whose threshold is nearest to it among the cheaper ones that do not
+    qualify; ``measure`` decodes a setting. Returns the new points (none when no sample qualifies
+    or none cheaper fails: there is no boundary to find)."""
+    accepted = [p for p in points if passes(p)]
+    if not accepted:
+        return []
+    good = min(accepted, key=lambda p: (p["cost"], -p["bleu"]))
+    cheaper = [p for p in points if p["cost"] < good["cost"] and not passes(p)]
+    if not cheaper:
+        return []
+    bad = min(cheaper, key=lambda p: abs(p["threshold"] - good["threshold"]))
+    refined = []
+    for _ in range(steps):
+        middle = round((good["threshold"] + bad["threshold"]) / 2, 4)
+        if middle in (good["threshold"], bad["threshold"]):
+            break
+        point = measure({"threshold": middle})
+        refined.append(point)
+        if passes(point) and point["cost"] <= good["cost"]:
+            good = point
+        else:
+            bad = point
+    return refined
 
 
 def projection_in_blocks(model) -> float:
@@ -108,6 +141,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--samples", type=int, default=30, help="random settings besides the anchors")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--refine", type=int, default=0, help="bisection steps after the random search "
+                        "(halting only): between the chosen threshold and the nearest cheaper one that failed")
     parser.add_argument("--source", help="validation sources (default: the checkpoint's data, split valid)")
     parser.add_argument("--reference")
     parser.add_argument("--limit", type=int, help="only the first N sentences")
@@ -142,6 +177,8 @@ def tune(args: argparse.Namespace) -> dict:
     """Decode full depth and every setting; returns the record written to ``args.output``."""
     if args.chance is not None and not 0.0 < args.chance <= 1.0:
         raise UserError(f"--chance must be in (0, 1], got {args.chance}")
+    if args.refine and args.policy != "halting":
+        raise UserError(f"--refine bisects one threshold: policy halting, not {args.policy}")
     if args.threads:
         torch.set_num_threads(args.threads)
     _, task, model, _ = load_for_inference(args.checkpoint, device=args.device, precision=args.precision)
@@ -154,17 +191,24 @@ def tune(args: argparse.Namespace) -> dict:
     full, full_hypotheses = decode(translator(None), sources, references)
     full_statistics = sentence_statistics(full_hypotheses, references) if args.chance is not None else None
     print(f"full depth: BLEU {full['bleu']:.2f}, average exit {full['average_exit']:.2f}, cost {full['cost']:.2f} blocks")
-    points = []
-    for i, settings in enumerate(draw_settings(args.policy, len(model.decoder.layers), args.samples, args.seed)):
+
+    def measure(settings: dict) -> dict:
         measured, hypotheses = decode(translator({"_name": args.policy, **settings}), sources, references)
         point = {**settings, **measured}
         if args.chance is not None:
             point["chance"] = round(chance_within(sentence_statistics(hypotheses, references), full_statistics,
                                                   args.max_bleu_drop), 3)
-        points.append(point)
-        print(f"[{i + 1}] {settings}: BLEU {point['bleu']:.2f}, average exit {point['average_exit']:.2f}, "
+        print(f"[{len(points) + 1}] {settings}: BLEU {point['bleu']:.2f}, average exit {point['average_exit']:.2f}, "
               f"cost {point['cost']:.2f} blocks" + (f", chance {point['chance']:.3f}" if "chance" in point else ""),
               flush=True)
+        points.append(point)
+        return point
+
+    points: list[dict] = []
+    for settings in draw_settings(args.policy, len(model.decoder.layers), args.samples, args.seed):
+        measure(settings)
+    refine_threshold(list(points), measure, lambda p: qualifies(p, full["bleu"], args.max_bleu_drop, args.chance),
+                     args.refine)
     chosen = choose(points, full["bleu"], args.max_bleu_drop, args.chance)
     rule = f"lowest cost (blocks + rho x projections) within {args.max_bleu_drop} BLEU of full depth"
     if args.chance is not None:

@@ -48,3 +48,30 @@ def test_a_chance_outside_zero_one_is_refused_before_any_work(tmp_path, capsys):
     assert tune_exits([str(tmp_path / "missing.pt"), "--policy", "halting", "--output", str(output),
                        "--chance", "1.5"]) == 1
     assert "--chance must be in (0, 1], got 1.5" in capsys.readouterr().err and not output.exists()
+
+
+def test_refinement_bisects_to_the_cheapest_threshold_that_qualifies():
+    from depth_adaptive.tune import qualifies, refine_threshold
+
+    def measure(settings: dict) -> dict:  # cost grows with the threshold; below 0.13 BLEU falls off
+        t = settings["threshold"]
+        return {**settings, "cost": 1 + 5 * t, "bleu": 33.0 if t >= 0.13 else 32.0}
+
+    points = [measure({"threshold": t}) for t in (0.05, 0.2, 0.5, 0.8)]
+    refined = refine_threshold(points, measure, lambda p: qualifies(p, 33.0, 0.3, None), steps=5)
+    assert [p["threshold"] for p in refined] == pytest.approx([0.125, 0.1625, 0.1437, 0.1343, 0.1296], abs=2e-4)
+    best = choose(points + refined, full_bleu=33.0, max_drop=0.3)
+    assert 0.13 <= best["threshold"] <= 0.13 + 0.15 / 2 ** 5  # the draw alone chose 0.2
+    # nothing qualifies, or nothing cheaper fails: no boundary, no decoding
+    assert refine_threshold(points[:1], measure, lambda p: qualifies(p, 33.0, 0.3, None), steps=5) == []
+    assert refine_threshold(points[1:], measure, lambda p: qualifies(p, 33.0, 0.3, None), steps=5) == []
+
+
+def test_refinement_is_refused_for_policies_with_a_threshold_per_block(tmp_path, capsys):
+    from depth_adaptive.tune import main as tune_exits
+
+    output = tmp_path / "tuned.json"
+    assert tune_exits([str(tmp_path / "missing.pt"), "--policy", "confidence", "--output", str(output),
+                       "--refine", "3"]) == 1
+    assert "--refine bisects one threshold: policy halting, not confidence" in capsys.readouterr().err
+    assert not output.exists()
