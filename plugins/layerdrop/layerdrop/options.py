@@ -18,6 +18,7 @@ class LayerDropOptions:
 
     encoder_rate: float = 0.0  # probability that a training forward skips each encoder block
     decoder_rate: float = 0.0  # the same for each decoder block
+    start_update: int = 0  # no block is skipped before this update ("late" LayerDrop: learn first, then robustness)
     encoder_layers_to_keep: Optional[list[int]] = None  # 0-based blocks kept at load time; None: all
     decoder_layers_to_keep: Optional[list[int]] = None
 
@@ -28,3 +29,5 @@ def check_rates(options: LayerDropOptions) -> None:
         rate = getattr(options, f"{side}_rate")
         if not 0.0 <= rate < 1.0:
             raise ConfigError(f"plugins.options.layerdrop.{side}_rate must be in [0, 1), got {rate}")
+    if options.start_update < 0:
+        raise ConfigError(f"plugins.options.layerdrop.start_update must be >= 0, got {options.start_update}")

@@ -34,7 +34,8 @@ def toolkit_modify_model(model, cfg) -> None:
             if not hasattr(stack, "skip_blocks"):
                 raise ConfigError(f"layerdrop: the {side} of {type(model).__name__} has no skip_blocks "
                                   f"(toolkit.models.transformer.skipped_blocks), so it cannot skip blocks")
-            stack.skip_blocks = BlockDropper(len(stack.layers), rate, cfg.common.seed, side=index)
+            stack.skip_blocks = BlockDropper(len(stack.layers), rate, cfg.common.seed, side=index,
+                                              start=options.start_update)
             model.find_unused_parameters = True
 
 

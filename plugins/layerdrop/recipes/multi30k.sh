@@ -4,12 +4,13 @@
 #   STAGE: train (ld: 6+6 pre-norm transformer_small width, LayerDrop 0.2 on both sides; plain: the
 #          same without; small: transformer_small 3+3; each UPDATES updates with the Multi30k
 #          recipe's settings; only when named in MODELS: ld-dropout01, ld with model.dropout=0.1;
-#          ld05, ld with rate 0.5; small-prenorm, small with model.normalize_before=true),
+#          ld05, ld with rate 0.5; small-prenorm, small with model.normalize_before=true;
+#          ld-late, plain's training with LayerDrop LATE_RATE on both sides from update LATE_START on),
 #          speed (training target tokens/s of the 6+6 model with and without LayerDrop,
 #          alternating in one session: run it on a quiet machine), results (every-other
 #          pruning of ld and plain to 6+6 .. 2+2, small as trained: test2016 BLEU, bytes,
 #          sentences/s), plot; default all four.
-# Environment: UPDATES (3000), THREADS (2), MODELS (the trainings, default "ld plain small"; e.g.
+# Environment: UPDATES (3000), THREADS (2), LATE_RATE (0.5), LATE_START (2000), MODELS (the trainings, default "ld plain small"; e.g.
 #              MODELS=ld and MODELS=plain in two shells at THREADS=1). Wall-clock goes to
 #              RUNS/MODEL/seconds. small has the settings of plugins/quant_noise/recipes/
 #              multi30k_train.sh plain: an existing run of it can be linked as RUNS/small.
@@ -41,6 +42,11 @@ for stage in $STAGES; do
                     ld05) args=("${DEEP[@]}" +plugins.options.layerdrop.encoder_rate=0.5 +plugins.options.layerdrop.decoder_rate=0.5) ;;
                     # transformer_small pre-norm: the reference at half depth with the 6+6 models' norms
                     small-prenorm) args=(model=transformer_small model.normalize_before=true) ;;
+                    # late LayerDrop: the plain model's training, then the last updates with LayerDrop
+                    # (learn first, then robustness to missing blocks)
+                    ld-late) args=("${DEEP[@]}" +plugins.options.layerdrop.encoder_rate="${LATE_RATE:-0.5}"
+                                   +plugins.options.layerdrop.decoder_rate="${LATE_RATE:-0.5}"
+                                   +plugins.options.layerdrop.start_update="${LATE_START:-2000}") ;;
                     *) echo "unknown model $name" >&2; exit 2 ;;
                 esac
                 if [ -f "$RUNS/$name/seconds" ]; then echo "$RUNS/$name: done"; continue; fi

@@ -28,9 +28,9 @@ def tiny_model(blocks: int = 6) -> TransformerModel:
     return TransformerModel.from_config(cfg, VOCAB, VOCAB)
 
 
-def run_cfg(encoder_rate: float, decoder_rate: float):
+def run_cfg(encoder_rate: float, decoder_rate: float, start_update: int = 0):
     return OmegaConf.create({"common": {"seed": 3}, "plugins": {"options": {"layerdrop": {
-        "encoder_rate": encoder_rate, "decoder_rate": decoder_rate}}}})
+        "encoder_rate": encoder_rate, "decoder_rate": decoder_rate, "start_update": start_update}}}})
 
 
 def batch():
@@ -104,3 +104,26 @@ def test_a_skipping_forward_equals_the_model_without_those_blocks():
 def test_a_rate_outside_zero_one_is_refused(rate):
     with pytest.raises(ConfigError, match=f"decoder_rate must be in \\[0, 1\\), got {rate}"):
         toolkit_modify_model(tiny_model(), run_cfg(0.0, rate))
+
+
+def test_late_layerdrop_computes_every_block_before_its_start_update():
+    model = tiny_model()
+    toolkit_modify_model(model, run_cfg(0.5, 0.5, start_update=10))
+    calls = [0]
+    for side in ("encoder", "decoder"):
+        for layer in getattr(model, side).layers:
+            layer.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    model.train()
+    ran = []
+    for update in range(20):
+        model.encoder.skip_blocks.update = model.decoder.skip_blocks.update = update
+        before = calls[0]
+        model(*batch())
+        ran.append(calls[0] - before)
+    assert ran[:10] == [12] * 10  # updates 0-9: all 6 + 6 blocks
+    assert sum(ran[10:]) < 10 * 12 * 0.75  # from update 10 on, about half are skipped
+
+
+def test_a_negative_start_update_is_refused():
+    with pytest.raises(ConfigError, match="start_update must be >= 0, got -5"):
+        toolkit_modify_model(tiny_model(), run_cfg(0.2, 0.2, start_update=-5))
