@@ -12,7 +12,8 @@
 #          sacreBLEU's paired bootstrap, 1,000 resamples; outputs kept in RUNS/outputs).
 # Environment: THREADS (2), SAMPLES (12 random settings per policy), LIMIT (500 valid sentences),
 #              ROUNDS (1 alternating round of the adaptive comparison), ALIGNED (aligned: the
-#              multi-exit run the confidence, entropy and patience policies decode).
+#              multi-exit run the confidence, entropy and patience policies decode), REFINE (0:
+#              bisection steps of each halting threshold after the draw, --refine).
 set -euo pipefail
 DATA=${1:?data folder}
 RUNS=${2:?runs folder}
@@ -37,9 +38,11 @@ for stage in $STAGES; do
                     *) policy=$name; model=${ALIGNED:-aligned} ;;
                 esac
                 [ -f "$RUNS/tuned/$name.json" ] && continue
+                refine=()
+                if [ "$policy" = halting ]; then refine=(--refine "${REFINE:-0}"); fi
                 toolkit-tune-exits "$RUNS/$model/checkpoint_last.pt" --policy "$policy" --samples "$SAMPLES" \
                     --limit "$LIMIT" --source "$DATA/valid.de" --reference "$DATA/valid.en" --beam 5 --batch 64 \
-                    --threads "$THREADS" --device cpu --output "$RUNS/tuned/$name.json"
+                    --threads "$THREADS" --device cpu --output "$RUNS/tuned/$name.json" ${refine[@]+"${refine[@]}"}
             done ;;
         results)
             python -m depth_adaptive.results "$RUNS" --data "$DATA" --threads "$THREADS" --rounds "${ROUNDS:-1}" \
