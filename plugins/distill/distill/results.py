@@ -25,6 +25,7 @@ from pathlib import Path
 from toolkit.generation.generator import GenerationConfig
 from toolkit.generation.report import add_test_set_arguments, decode_alternately, read_test_set, write_results
 from toolkit.generation.translator import Translator
+from toolkit.inference import checkpoint_paths
 from toolkit.plugins import load_plugins
 from toolkit.scoring.bleu import score
 
@@ -81,7 +82,8 @@ def table(args: argparse.Namespace, students: dict[str, Path]) -> list[dict]:
         rows.append({"model": model, "search": search,
                      "bleu": round(score(totals[name]["outputs"], references).bleu, 2),
                      "sentences_per_s": round(speed[name], 1), "vs_teacher": round(speed[name] / speed["teacher/beam5"], 2),
-                     "parameters": translator.model.num_parameters(), "bytes": path.stat().st_size,
+                     "parameters": translator.model.num_parameters(),
+                     "bytes": sum(member.stat().st_size for member in checkpoint_paths(path)),  # an ensemble: all
                      "stages": None if model == "teacher" else stage_seconds(students[model])})
         print(rows[-1], flush=True)
     return rows

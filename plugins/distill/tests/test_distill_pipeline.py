@@ -118,6 +118,14 @@ def test_real_targets_baseline_student_of_the_registered_shape_and_its_table(tra
     assert rows[0]["vs_teacher"] == 1.0 and rows[1]["stages"]["updates"] == 8
     assert rows[1]["parameters"] < rows[0]["parameters"] or rows[1]["bytes"] != rows[0]["bytes"]
     assert "| real | greedy |" in capsys.readouterr().out
+    # an ensemble teacher ("a.pt:b.pt"): its bytes and parameters are its members' together
+    ensemble_output = tmp_path / "results_ensemble.json"
+    assert results_main([f"real={out}", "--teacher", f"{teacher}:{teacher}", "--data", str(small_data), "--source-lang",
+                         "src", "--target-lang", "tgt", "--rounds", "1", "--threads", "1",
+                         "--output", str(ensemble_output)]) == 0
+    ensemble_teacher = json.loads(ensemble_output.read_text())["rows"][0]
+    assert ensemble_teacher["bytes"] == 2 * teacher.stat().st_size == 2 * rows[0]["bytes"]
+    assert ensemble_teacher["parameters"] == 2 * rows[0]["parameters"]
 
     pytest.importorskip("matplotlib")
     from distill.plot import main as plot_main
