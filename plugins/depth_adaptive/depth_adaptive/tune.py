@@ -10,10 +10,11 @@ threshold for the geometric ``halting`` classifier), plus a few uniform anchors;
 the validation split. The file holds every sample, the BLEU / cost frontier, full depth, and
 the chosen setting: the lowest decoding cost whose BLEU is within ``--max-bleu-drop`` of full
 depth. ``--refine N`` (``halting`` only: one threshold) then bisects N times between the chosen
-threshold and the nearest cheaper sample that did not qualify, so the choice is not limited to the
-thresholds the draw happened to hit. With ``--chance P`` a setting qualifies only when it is within that drop in at least
-a fraction P of 1,000 paired bootstrap resamples of the validation sentences (its ``chance``):
-one validation BLEU can sit within 0.3 of full depth by luck and a whole point below it on test.
+threshold and the nearest cheaper sample that did not qualify, so the choice is not limited to
+the thresholds the draw happened to hit. With ``--chance P`` a setting qualifies only when it is
+within that drop in at least a fraction P of 1,000 paired bootstrap resamples of the validation
+sentences (its ``chance``): one validation BLEU can sit within 0.3 of full depth by luck and a
+whole point below it on test.
 
 The cost counts what a token costs in decoder blocks: the blocks it ran (the average exit, AE)
 plus its vocabulary projections, each worth rho blocks (rho = V*C / (6C^2 + 2CF), 2.2 for
@@ -177,6 +178,8 @@ def tune(args: argparse.Namespace) -> dict:
     """Decode full depth and every setting; returns the record written to ``args.output``."""
     if args.chance is not None and not 0.0 < args.chance <= 1.0:
         raise UserError(f"--chance must be in (0, 1], got {args.chance}")
+    if args.refine < 0:
+        raise UserError(f"--refine must be >= 0, got {args.refine}")
     if args.refine and args.policy != "halting":
         raise UserError(f"--refine bisects one threshold: policy halting, not {args.policy}")
     if args.threads:
@@ -207,7 +210,7 @@ def tune(args: argparse.Namespace) -> dict:
     points: list[dict] = []
     for settings in draw_settings(args.policy, len(model.decoder.layers), args.samples, args.seed):
         measure(settings)
-    refine_threshold(list(points), measure, lambda p: qualifies(p, full["bleu"], args.max_bleu_drop, args.chance),
+    refine_threshold(points, measure, lambda p: qualifies(p, full["bleu"], args.max_bleu_drop, args.chance),
                      args.refine)
     chosen = choose(points, full["bleu"], args.max_bleu_drop, args.chance)
     rule = f"lowest cost (blocks + rho x projections) within {args.max_bleu_drop} BLEU of full depth"

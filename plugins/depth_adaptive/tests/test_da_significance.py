@@ -75,3 +75,6 @@ def test_refinement_is_refused_for_policies_with_a_threshold_per_block(tmp_path,
                        "--refine", "3"]) == 1
     assert "--refine bisects one threshold: policy halting, not confidence" in capsys.readouterr().err
     assert not output.exists()
+    assert tune_exits([str(tmp_path / "missing.pt"), "--policy", "halting", "--output", str(output),
+                       "--refine", "-1"]) == 1
+    assert "--refine must be >= 0, got -1" in capsys.readouterr().err and not output.exists()
