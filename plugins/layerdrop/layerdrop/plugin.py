@@ -29,13 +29,19 @@ def toolkit_modify_model(model, cfg) -> None:
     check_rates(options)
     for index, side in enumerate(SIDES):
         rate = getattr(options, f"{side}_rate")
-        if rate > 0:
+        if rate > 0 or options.subnet_rate > 0:
             stack = getattr(model, side)
             if not hasattr(stack, "skip_blocks"):
                 raise ConfigError(f"layerdrop: the {side} of {type(model).__name__} has no skip_blocks "
                                   f"(toolkit.models.transformer.skipped_blocks), so it cannot skip blocks")
+            depths = options.subnet_depths or []
+            for depth in depths:
+                if not 1 <= depth <= len(stack.layers):
+                    raise ConfigError(f"plugins.options.layerdrop.subnet_depths: {depth} is not a depth of the "
+                                      f"{side}'s {len(stack.layers)} blocks (1..{len(stack.layers)})")
             stack.skip_blocks = BlockDropper(len(stack.layers), rate, cfg.common.seed, side=index,
-                                              start=options.start_update)
+                                              start=options.start_update, subnet_rate=options.subnet_rate,
+                                              subnet_depths=depths)
             model.find_unused_parameters = True
 
 

@@ -5,7 +5,9 @@
 #          same without; small: transformer_small 3+3; each UPDATES updates with the Multi30k
 #          recipe's settings; only when named in MODELS: ld-dropout01, ld with model.dropout=0.1;
 #          ld05, ld with rate 0.5; small-prenorm, small with model.normalize_before=true;
-#          ld-late, plain's training with LayerDrop LATE_RATE on both sides from update LATE_START on),
+#          ld-late, plain's training with LayerDrop LATE_RATE on both sides from update LATE_START on;
+#          ld-sub3 and ld-sub234, plain's training, then from update LATE_START on half the updates
+#          train only the every-other 3+3 (ld-sub234: 2+2, 3+3 or 4+4) sub-network),
 #          speed (training target tokens/s of the 6+6 model with and without LayerDrop,
 #          alternating in one session: run it on a quiet machine), results (every-other
 #          pruning of ld and plain to 6+6 .. 2+2, small as trained: test2016 BLEU, bytes,
@@ -46,6 +48,12 @@ for stage in $STAGES; do
                     # (learn first, then robustness to missing blocks)
                     ld-late) args=("${DEEP[@]}" +plugins.options.layerdrop.encoder_rate="${LATE_RATE:-0.5}"
                                    +plugins.options.layerdrop.decoder_rate="${LATE_RATE:-0.5}"
+                                   +plugins.options.layerdrop.start_update="${LATE_START:-2000}") ;;
+                    # aligned late LayerDrop: from update LATE_START on, half the updates train only the
+                    # every-other sub-network (3+3; or one of 2+2, 3+3, 4+4), the other half the whole model
+                    ld-sub3|ld-sub234) depths=$([ "$name" = ld-sub3 ] && echo "[3]" || echo "[2,3,4]")
+                                   args=("${DEEP[@]}" +plugins.options.layerdrop.subnet_rate=0.5
+                                   +plugins.options.layerdrop.subnet_depths="$depths"
                                    +plugins.options.layerdrop.start_update="${LATE_START:-2000}") ;;
                     *) echo "unknown model $name" >&2; exit 2 ;;
                 esac

@@ -15,6 +15,7 @@ from toolkit.models.architectures import transformer_tiny
 from toolkit.models.transformer import TransformerModel
 
 from layerdrop.dropping import BlockDropper
+from layerdrop.options import LayerDropOptions
 from layerdrop.plugin import toolkit_modify_model
 
 VOCAB = Dictionary(["<s>", "<pad>", "</s>", "<unk>"] + [f"w{i}" for i in range(30)])
@@ -28,9 +29,25 @@ def tiny_model(blocks: int = 6) -> TransformerModel:
     return TransformerModel.from_config(cfg, VOCAB, VOCAB)
 
 
-def run_cfg(encoder_rate: float, decoder_rate: float, start_update: int = 0):
-    return OmegaConf.create({"common": {"seed": 3}, "plugins": {"options": {"layerdrop": {
-        "encoder_rate": encoder_rate, "decoder_rate": decoder_rate, "start_update": start_update}}}})
+def run_cfg(encoder_rate: float, decoder_rate: float, **options):
+    options = LayerDropOptions(encoder_rate=encoder_rate, decoder_rate=decoder_rate, **options)
+    return OmegaConf.create({"common": {"seed": 3}, "plugins": {"options": {"layerdrop": dataclasses.asdict(options)}}})
+
+
+def blocks_run_per_update(model: TransformerModel, updates: int) -> list[int]:
+    """How many encoder and decoder blocks ran a forward in each of ``updates`` training forwards."""
+    calls = [0]
+    for side in ("encoder", "decoder"):
+        for layer in getattr(model, side).layers:
+            layer.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    model.train()
+    ran = []
+    for update in range(updates):
+        model.encoder.skip_blocks.update = model.decoder.skip_blocks.update = update
+        before = calls[0]
+        model(*batch())
+        ran.append(calls[0] - before)
+    return ran
 
 
 def batch():
@@ -109,17 +126,7 @@ def test_a_rate_outside_zero_one_is_refused(rate):
 def test_late_layerdrop_computes_every_block_before_its_start_update():
     model = tiny_model()
     toolkit_modify_model(model, run_cfg(0.5, 0.5, start_update=10))
-    calls = [0]
-    for side in ("encoder", "decoder"):
-        for layer in getattr(model, side).layers:
-            layer.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-    model.train()
-    ran = []
-    for update in range(20):
-        model.encoder.skip_blocks.update = model.decoder.skip_blocks.update = update
-        before = calls[0]
-        model(*batch())
-        ran.append(calls[0] - before)
+    ran = blocks_run_per_update(model, 20)
     assert ran[:10] == [12] * 10  # updates 0-9: all 6 + 6 blocks
     assert sum(ran[10:]) < 10 * 12 * 0.75  # from update 10 on, about half are skipped
 
@@ -127,3 +134,49 @@ def test_late_layerdrop_computes_every_block_before_its_start_update():
 def test_a_negative_start_update_is_refused():
     with pytest.raises(ConfigError, match="start_update must be >= 0, got -5"):
         toolkit_modify_model(tiny_model(), run_cfg(0.2, 0.2, start_update=-5))
+
+
+def test_subnet_updates_train_the_every_other_blocks_on_both_sides_at_once():
+    encoder = BlockDropper(6, 0.0, seed=1, side=0, subnet_rate=0.5, subnet_depths=[3])
+    decoder = BlockDropper(6, 0.0, seed=1, side=1, subnet_rate=0.5, subnet_depths=[3])
+    subnet = 0
+    for update in range(1000):
+        encoder.update = decoder.update = update
+        skipped = encoder()
+        assert skipped == decoder()  # the same sub-network on both sides
+        assert skipped in (frozenset(), frozenset({1, 3, 5}))  # toolkit-prune --keep spread:3 keeps 0, 2, 4
+        subnet += bool(skipped)
+    assert abs(subnet / 1000 - 0.5) < 0.064  # 4 standard deviations
+
+
+def test_subnet_depths_are_drawn_evenly_and_the_other_updates_use_the_rate():
+    dropper = BlockDropper(6, 0.2, seed=1, side=0, subnet_rate=0.6, subnet_depths=[2, 3, 4])
+    seen = {frozenset({1, 2, 4, 5}): 0, frozenset({1, 3, 5}): 0, frozenset({2, 5}): 0}  # keep 0,3 / 0,2,4 / 0,1,3,4
+    others = 0
+    for update in range(3000):
+        dropper.update = update
+        skipped = dropper()
+        if skipped in seen:
+            seen[skipped] += 1
+        else:
+            others += len(skipped)
+    assert all(abs(count / 3000 - 0.2) < 0.03 for count in seen.values())  # 0.6 / 3 each
+    assert 0.15 < others / (6 * (3000 - sum(seen.values()))) < 0.25  # the rest: each block at rate 0.2
+
+
+def test_a_subnet_update_runs_half_the_blocks():
+    model = tiny_model()
+    toolkit_modify_model(model, run_cfg(0.0, 0.0, subnet_rate=0.5, subnet_depths=[3]))
+    ran = blocks_run_per_update(model, 30)
+    assert set(ran) == {6, 12}  # 3 + 3 blocks or all 6 + 6
+    assert 7.5 < sum(ran) / 30 < 10.5  # about half the updates each
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"subnet_rate": 1.5, "subnet_depths": [3]}, "subnet_rate must be in \\[0, 1\\], got 1.5"),
+    ({"subnet_rate": 0.5}, "subnet_rate > 0 needs subnet_depths"),
+    ({"subnet_rate": 0.5, "subnet_depths": [7]}, "subnet_depths: 7 is not a depth of the encoder's 6 blocks"),
+])
+def test_bad_subnet_options_are_refused(options, message):
+    with pytest.raises(ConfigError, match=message):
+        toolkit_modify_model(tiny_model(), run_cfg(0.0, 0.0, **options))
