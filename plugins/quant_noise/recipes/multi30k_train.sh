@@ -15,7 +15,8 @@
 #          centroid: a noised block takes its nearest of 256 centroids, k-means every 100 uses);
 #          centroid: that noise from scratch for UPDATES updates; default plain noise, in that order.
 # Environment: UPDATES (3000), FT_UPDATES (300), FT_LR (1e-4), THREADS (2), RATE (0.1), SEED (1:
-# common.seed, e.g. a second plain model for an ensemble). Wall-clock goes to RUNS/MODEL/seconds.
+# common.seed, e.g. a second plain model for an ensemble), BLOCK (8: the noise's block size, 4 for
+# the ipq4 row). Wall-clock goes to RUNS/MODEL/seconds.
 set -euo pipefail
 DATA=${1:?data folder}
 RUNS=${2:?runs folder}
@@ -26,11 +27,13 @@ FT_UPDATES=${FT_UPDATES:-300}
 FT_LR=${FT_LR:-1e-4}
 THREADS=${THREADS:-2}
 RATE=${RATE:-0.1}
+BLOCK=${BLOCK:-8}
 
+BLOCKS=(+plugins.options.quant_noise.linear_block_size="$BLOCK" +plugins.options.quant_noise.embedding_block_size="$BLOCK")
 NOISE=(+plugins.options.quant_noise.scheme=ipq +plugins.options.quant_noise.linear_rate="$RATE"
-       +plugins.options.quant_noise.embedding_rate="$RATE")
+       +plugins.options.quant_noise.embedding_rate="$RATE" "${BLOCKS[@]}")
 CENTROID=(+plugins.options.quant_noise.scheme=centroid +plugins.options.quant_noise.linear_rate="$RATE"
-          +plugins.options.quant_noise.embedding_rate="$RATE")
+          +plugins.options.quant_noise.embedding_rate="$RATE" "${BLOCKS[@]}")
 EMBEDDINGS_ONLY=("+plugins.options.quant_noise.modules='embed_tokens|output_projection'")
 FINETUNE=(checkpoint.finetune_from="$RUNS/plain/checkpoint_avg3.pt" lr_scheduler=fixed
           lr_scheduler.warmup_updates=0 optim.lr="$FT_LR")
