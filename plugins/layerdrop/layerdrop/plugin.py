@@ -34,24 +34,33 @@ def toolkit_modify_model(model, cfg) -> None:
             if not hasattr(stack, "skip_blocks"):
                 raise ConfigError(f"layerdrop: the {side} of {type(model).__name__} has no skip_blocks "
                                   f"(toolkit.models.transformer.skipped_blocks), so it cannot skip blocks")
-            depths = options.subnet_depths or []
-            for depth in depths:
-                if not 1 <= depth <= len(stack.layers):
-                    raise ConfigError(f"plugins.options.layerdrop.subnet_depths: {depth} is not a depth of the "
-                                      f"{side}'s {len(stack.layers)} blocks (1..{len(stack.layers)})")
             stack.skip_blocks = BlockDropper(len(stack.layers), rate, cfg.common.seed, side=index,
                                               start=options.start_update, subnet_rate=options.subnet_rate,
-                                              subnet_depths=depths)
+                                              subnet_depths=options.subnet_depths or [])
             model.find_unused_parameters = True
 
 
 @hookimpl
 def toolkit_train_begin(trainer) -> None:
     options = trainer.cfg.plugins.options.get(NAME)
-    if options is not None and (options.encoder_layers_to_keep is not None
-                                or options.decoder_layers_to_keep is not None):
+    if options is None:
+        return
+    if options.encoder_layers_to_keep is not None or options.decoder_layers_to_keep is not None:
         raise ConfigError("plugins.options.layerdrop.*_layers_to_keep prunes a model for decoding "
                           "(+plugin_options.layerdrop... of toolkit-generate, or toolkit-prune), not in training")
+    check_subnet_depths(trainer.module, options)
+
+
+def check_subnet_depths(model, options: LayerDropOptions) -> None:
+    """Each of ``subnet_depths`` must be a depth of both stacks: checked when training begins, not
+    when a model is built, since a checkpoint pruned below those depths keeps the options and
+    must still load."""
+    for side in SIDES:
+        blocks = len(getattr(model, side).layers)
+        for depth in options.subnet_depths or [] if options.subnet_rate > 0 else []:
+            if not 1 <= depth <= blocks:
+                raise ConfigError(f"plugins.options.layerdrop.subnet_depths: {depth} is not a depth of the "
+                                  f"{side}'s {blocks} blocks (1..{blocks})")
 
 
 @hookimpl(wrapper=True)

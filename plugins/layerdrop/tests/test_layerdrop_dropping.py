@@ -16,7 +16,7 @@ from toolkit.models.transformer import TransformerModel
 
 from layerdrop.dropping import BlockDropper
 from layerdrop.options import LayerDropOptions
-from layerdrop.plugin import toolkit_modify_model
+from layerdrop.plugin import check_subnet_depths, toolkit_modify_model
 
 VOCAB = Dictionary(["<s>", "<pad>", "</s>", "<unk>"] + [f"w{i}" for i in range(30)])
 
@@ -175,8 +175,18 @@ def test_a_subnet_update_runs_half_the_blocks():
 @pytest.mark.parametrize(("options", "message"), [
     ({"subnet_rate": 1.5, "subnet_depths": [3]}, "subnet_rate must be in \\[0, 1\\], got 1.5"),
     ({"subnet_rate": 0.5}, "subnet_rate > 0 needs subnet_depths"),
-    ({"subnet_rate": 0.5, "subnet_depths": [7]}, "subnet_depths: 7 is not a depth of the encoder's 6 blocks"),
 ])
 def test_bad_subnet_options_are_refused(options, message):
     with pytest.raises(ConfigError, match=message):
         toolkit_modify_model(tiny_model(), run_cfg(0.0, 0.0, **options))
+
+
+def test_a_subnet_depth_beyond_the_model_is_refused_in_training_but_a_pruned_model_loads():
+    options = run_cfg(0.0, 0.0, subnet_rate=0.5, subnet_depths=[3]).plugins.options.layerdrop
+    with pytest.raises(ConfigError, match="subnet_depths: 3 is not a depth of the encoder's 2 blocks"):
+        check_subnet_depths(tiny_model(blocks=2), options)
+    check_subnet_depths(tiny_model(blocks=6), options)
+    pruned = tiny_model(blocks=2)  # what toolkit-prune rebuilds from a 6+6 file trained with subnet_depths=[3]
+    toolkit_modify_model(pruned, run_cfg(0.0, 0.0, subnet_rate=0.5, subnet_depths=[3]))
+    pruned.eval()
+    assert pruned(*batch()).logits.shape[:2] == (3, 5)  # it runs: eval mode skips nothing
