@@ -6,13 +6,14 @@
 #          recipe's settings; only when named in MODELS: ld-dropout01, ld with model.dropout=0.1;
 #          ld05, ld with rate 0.5; small-prenorm, small with model.normalize_before=true;
 #          ld-late, plain's training with LayerDrop LATE_RATE on both sides from update LATE_START on;
-#          ld-sub3 and ld-sub234, plain's training, then from update LATE_START on half the updates
-#          train only the every-other 3+3 (ld-sub234: 2+2, 3+3 or 4+4) sub-network),
+#          ld-sub3 and ld-sub234, plain's training, then from update LATE_START on a share SUB_RATE
+#          of the updates trains only the every-other 3+3 (ld-sub234: 2+2, 3+3 or 4+4) sub-network),
 #          speed (training target tokens/s of the 6+6 model with and without LayerDrop,
 #          alternating in one session: run it on a quiet machine), results (every-other
 #          pruning of ld and plain to 6+6 .. 2+2, small as trained: test2016 BLEU, bytes,
 #          sentences/s), plot; default all four.
-# Environment: UPDATES (3000), THREADS (2), LATE_RATE (0.5), LATE_START (2000), MODELS (the trainings, default "ld plain small"; e.g.
+# Environment: UPDATES (3000), THREADS (2), LATE_RATE (0.5), LATE_START (2000), SUB_RATE (0.5: ld-sub*'s
+#              share of sub-network updates), MODELS (the trainings, default "ld plain small"; e.g.
 #              MODELS=ld and MODELS=plain in two shells at THREADS=1). Wall-clock goes to
 #              RUNS/MODEL/seconds. small has the settings of plugins/quant_noise/recipes/
 #              multi30k_train.sh plain: an existing run of it can be linked as RUNS/small.
@@ -52,7 +53,7 @@ for stage in $STAGES; do
                     # aligned late LayerDrop: from update LATE_START on, half the updates train only the
                     # every-other sub-network (3+3; or one of 2+2, 3+3, 4+4), the other half the whole model
                     ld-sub3|ld-sub234) depths=$([ "$name" = ld-sub3 ] && echo "[3]" || echo "[2,3,4]")
-                                   args=("${DEEP[@]}" +plugins.options.layerdrop.subnet_rate=0.5
+                                   args=("${DEEP[@]}" +plugins.options.layerdrop.subnet_rate="${SUB_RATE:-0.5}"
                                    +plugins.options.layerdrop.subnet_depths="$depths"
                                    +plugins.options.layerdrop.start_update="${LATE_START:-2000}") ;;
                     *) echo "unknown model $name" >&2; exit 2 ;;
