@@ -55,9 +55,11 @@ def check_subnet_depths(model, options: LayerDropOptions) -> None:
     """Each of ``subnet_depths`` must be a depth of both stacks: checked when training begins, not
     when a model is built, since a checkpoint pruned below those depths keeps the options and
     must still load."""
+    if options.subnet_rate == 0:
+        return
     for side in SIDES:
         blocks = len(getattr(model, side).layers)
-        for depth in options.subnet_depths or [] if options.subnet_rate > 0 else []:
+        for depth in options.subnet_depths:
             if not 1 <= depth <= blocks:
                 raise ConfigError(f"plugins.options.layerdrop.subnet_depths: {depth} is not a depth of the "
                                   f"{side}'s {blocks} blocks (1..{blocks})")
