@@ -1,8 +1,9 @@
 """Figures of results tables, shared by the plugins' plot scripts (matplotlib is optional).
 
 A plot module defines ``plot(results, axes)`` and its ``main`` is
-``plot_main(__doc__, plot, argv, needs=...)``: the command reads a results JSON file and writes
-a PNG atomically (``--output``), with a clear message when matplotlib is missing.
+``plot_main(__doc__, plot, argv, needs=...)``: the command reads a results JSON file (or several
+tables of the same split, their ``rows`` drawn together) and writes a PNG atomically
+(``--output``), with a clear message when matplotlib is missing.
 """
 
 from __future__ import annotations
@@ -35,6 +36,20 @@ def read_results(path: Path) -> dict:
         raise SystemExit(f"cannot read the results file {path}: {error}") from None
 
 
+def combine(tables: Sequence[dict], names: Sequence[Path]) -> dict:
+    """One results table from several: the first's settings, every table's ``rows`` in order.
+    Tables without rows, or measured on another split or beam, cannot be drawn together."""
+    first = tables[0]
+    for table, name in zip(tables, names):
+        if not isinstance(table.get("rows"), list):
+            raise SystemExit(f"{name} has no rows: only tables of rows can be drawn together")
+        for key in ("split", "beam"):
+            if table.get(key) != first.get(key):
+                raise SystemExit(f"{name} has {key} {table.get(key)!r}, {names[0]} {first.get(key)!r}: "
+                                 f"tables drawn together must share it")
+    return {**first, "rows": [row for table in tables for row in table["rows"]]}
+
+
 def write_plot(results: dict, draw: Callable[[dict, Any], None], output: Path, needs: str,
                size: tuple[float, float] = (7, 4.5)) -> None:
     """One figure with one axes, drawn by ``draw(results, axes)``, saved as PNG to ``output``."""
@@ -48,11 +63,12 @@ def write_plot(results: dict, draw: Callable[[dict, Any], None], output: Path, n
 
 
 def plot_main(doc: str | None, draw: Callable[[dict, Any], None], argv: Sequence[str] | None, needs: str) -> int:
-    """The command line of a plot module: ``RESULTS.json --output FILE.png``."""
+    """The command line of a plot module: ``RESULTS.json [MORE.json ...] --output FILE.png``."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", type=Path)
+    parser.add_argument("results", type=Path, nargs="+")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    write_plot(read_results(args.results), draw, args.output, needs)
+    tables = [read_results(path) for path in args.results]
+    write_plot(tables[0] if len(tables) == 1 else combine(tables, args.results), draw, args.output, needs)
     print(f"written {args.output}")
     return 0
