@@ -13,7 +13,8 @@ the baseline, no distillation), ``engine``
 ``mix_original`` (false), ``interpolate`` (false: true writes,
 of the teacher's beam, the hypothesis of highest sentence BLEU against the original target,
 Kim and Rush's sequence-level interpolation), ``alpha`` (0.5) and ``temperature``
-(1.0) of word-level KD; every ``student.KEY=VALUE`` is a ``toolkit-train`` override of the
+(1.0) of word-level KD, ``average`` (1: ``student.pt`` is the average of the student's newest N
+checkpoints; a change re-evaluates without retraining); every ``student.KEY=VALUE`` is a ``toolkit-train`` override of the
 student's run. Stages and their outputs under ``out``: ``translate/`` (the teacher's outputs, in
 chunks: an interrupted run resumes at the first missing one), ``corpus/``, ``student/`` (the
 training run), ``evaluate/`` and ``student.pt`` (the student's inference checkpoint, recording

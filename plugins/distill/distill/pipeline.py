@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit.averaging import average as average_weights, newest_checkpoints
 from toolkit.checkpoint import CheckpointError, load_checkpoint
 from toolkit.data.preprocess import DataError, read_lines
 from toolkit.errors import ConfigError
@@ -45,6 +46,7 @@ class DistillSettings:
     # hypothesis of highest sentence BLEU against the original target (sequence, both)
     alpha: float = 0.5  # word-level KD weight
     temperature: float = 1.0
+    average: int = 1  # the shipped student: the average of its newest N checkpoints (1: the last)
     student: list[str] = field(default_factory=list)  # toolkit-train overrides for the student
 
 
@@ -56,6 +58,9 @@ def check(settings: DistillSettings) -> None:
         raise ConfigError(f"interpolate=true chooses among the teacher's outputs: it needs method=sequence or both, "
                           f"not {settings.method}")
     check_workers(settings.workers)
+    if settings.average < 1:
+        raise ConfigError(f"average is how many of the student's newest checkpoints to average: at least 1, "
+                          f"got {settings.average}")
     if settings.engine not in ("toolkit", "ctranslate2"):
         raise ConfigError(f"engine must be toolkit or ctranslate2, got {settings.engine!r}")
     members = checkpoint_paths(settings.teacher)
@@ -109,7 +114,8 @@ def distill(settings: DistillSettings) -> dict:
     shutdown(context)  # training left the job already if it ran; evaluation is rank 0's alone
     if not context.is_master:
         return records
-    records["evaluate"] = run_stage(settings.out / "evaluate", "evaluate", fingerprint("evaluate", train_key),
+    averaging = ("average", settings.average) if settings.average > 1 else ()  # old caches keep their key
+    records["evaluate"] = run_stage(settings.out / "evaluate", "evaluate", fingerprint("evaluate", train_key, *averaging),
                                     lambda folder: timed(lambda: evaluate(settings, records["student"], teacher_hash)))
     return records
 
@@ -164,7 +170,8 @@ def train_student(settings: DistillSettings, folder: Path, teacher_hash: str) ->
 
 def evaluate(settings: DistillSettings, student: dict, teacher_hash: str) -> dict:
     """Write the student's inference checkpoint (``out/student.pt``, recording how it was
-    made) and score it on test with beam search and greedy search, batch 64."""
+    made; with ``average`` > 1 the mean of its newest checkpoints' weights) and score it on test
+    with beam search and greedy search, batch 64."""
     from toolkit.checkpoint import save_inference_checkpoint
     from toolkit.generation.generator import GenerationConfig
     from toolkit.generation.report import decode_alternately
@@ -178,6 +185,15 @@ def evaluate(settings: DistillSettings, student: dict, teacher_hash: str) -> dic
     record = {"teacher": str(settings.teacher), "teacher_sha256": teacher_hash, "method": settings.method,
               "alpha": settings.alpha, "temperature": settings.temperature, "mix_original": settings.mix_original,
               "interpolate": settings.interpolate}
+    if settings.average > 1:
+        paths = newest_checkpoints(Path(student["checkpoint"]).parent, settings.average)
+        if len(paths) < settings.average:
+            raise ConfigError(f"average={settings.average}, but the student's run has {len(paths)} checkpoint(s) "
+                              f"({', '.join(p.name for p in paths)}): give a smaller average (the trained student "
+                              f"is kept; only the evaluation runs again)")
+        model.load_state_dict(average_weights(paths)[1])
+        record["averaged_from"] = [path.name for path in paths]
+        logger.info("student: the average of %s", ", ".join(record["averaged_from"]))
     path = settings.out / "student.pt"
     size = save_inference_checkpoint(path, cfg, task, model, plugins, distilled_from=record,
                                      num_updates=state.get("num_updates"))

@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from toolkit.checkpoint import load_checkpoint
 from toolkit.data.preprocess import read_lines
@@ -61,6 +62,20 @@ def test_sequence_kd_end_to_end_resumes_and_reruns_what_changed(trained_run, sma
     assert not (out / "student" / "old-run.txt").exists() and changed["student"]["num_updates"] == 8
     assert changed["student"]["seconds"] > 0 and changed["evaluate"]["key"] != first["evaluate"]["key"]
 
+    capsys.readouterr()  # 8 updates in one epoch: one checkpoint, nothing to average
+    with pytest.raises(SystemExit):
+        run(teacher, small_data, out, "average=2")
+    assert "average=2, but the student's run has 1 checkpoint(s) (checkpoint_last.pt)" in capsys.readouterr().err
+    averaged = run(teacher, small_data, out, "average=2", "student.dataset.max_tokens=2048")  # epochs of 2 updates
+    assert averaged["translate"] == changed["translate"] and averaged["corpus"] == changed["corpus"]
+    shipped = load_checkpoint(out / "student.pt")
+    names = shipped["distilled_from"]["averaged_from"]
+    members = [load_checkpoint(out / "student" / name)["model"] for name in names]
+    assert len(names) == 2 and len(set(names)) == 2
+    key = "decoder.layers.0.ffn.fc1.weight"
+    torch.testing.assert_close(shipped["model"][key], (members[0][key] + members[1][key]) / 2)
+    assert not torch.equal(members[0][key], members[1][key])  # the mean differs from either member
+
 
 def test_another_teacher_rebuilds_the_cache_and_bad_input_is_named(trained_run, small_data, tmp_path, capsys,
                                                                    clean_config_store):
@@ -81,6 +96,7 @@ def test_another_teacher_rebuilds_the_cache_and_bad_input_is_named(trained_run, 
          "has no train.src"),
         ([f"teacher={other}", f"data={small_data}"], "missing out="),
         ([f"teacher={other}", f"data={small_data}", f"out={out}", "beams=3"], "unknown setting 'beams'"),
+        ([f"teacher={other}", f"data={small_data}", f"out={out}", "average=0"], "at least 1, got 0"),
     ]:
         with pytest.raises(SystemExit):
             distill_main(args)
