@@ -1,5 +1,5 @@
 """The average of several checkpoints' weights (``scripts/average_checkpoints.py``, and any
-command that ships a run's averaged model, such as ``toolkit-distill average=N``)."""
+command, core or plugin, that ships a run's averaged model)."""
 
 from __future__ import annotations
 

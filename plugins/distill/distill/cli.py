@@ -14,8 +14,8 @@ the baseline, no distillation), ``engine``
 of the teacher's beam, the hypothesis of highest sentence BLEU against the original target,
 Kim and Rush's sequence-level interpolation), ``alpha`` (0.5) and ``temperature``
 (1.0) of word-level KD, ``average`` (1: ``student.pt`` is the average of the student's newest N
-checkpoints; a change re-evaluates without retraining); every ``student.KEY=VALUE`` is a ``toolkit-train`` override of the
-student's run. Stages and their outputs under ``out``: ``translate/`` (the teacher's outputs, in
+checkpoints; a change re-evaluates without retraining); every ``student.KEY=VALUE`` is a
+``toolkit-train`` override of the student's run. Stages and their outputs under ``out``: ``translate/`` (the teacher's outputs, in
 chunks: an interrupted run resumes at the first missing one), ``corpus/``, ``student/`` (the
 training run), ``evaluate/`` and ``student.pt`` (the student's inference checkpoint, recording
 the teacher's path and content hash and the method). Each stage is stamped with a hash of its

@@ -50,8 +50,8 @@ for stage in $STAGES; do
                     ld-late) args=("${DEEP[@]}" +plugins.options.layerdrop.encoder_rate="${LATE_RATE:-0.5}"
                                    +plugins.options.layerdrop.decoder_rate="${LATE_RATE:-0.5}"
                                    +plugins.options.layerdrop.start_update="${LATE_START:-2000}") ;;
-                    # aligned late LayerDrop: from update LATE_START on, half the updates train only the
-                    # every-other sub-network (3+3; or one of 2+2, 3+3, 4+4), the other half the whole model
+                    # aligned late LayerDrop: from update LATE_START on, a share SUB_RATE of the updates trains
+                    # only the every-other sub-network (3+3; or one of 2+2, 3+3, 4+4), the rest the whole model
                     ld-sub3|ld-sub234) depths=$([ "$name" = ld-sub3 ] && echo "[3]" || echo "[2,3,4]")
                                    args=("${DEEP[@]}" +plugins.options.layerdrop.subnet_rate="${SUB_RATE:-0.5}"
                                    +plugins.options.layerdrop.subnet_depths="$depths"
